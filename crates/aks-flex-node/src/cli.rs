@@ -1,0 +1,181 @@
+//! The command-line contract (clap derive). Every flag and command is defined here once; help text,
+//! completions and the README's command table come from these definitions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::steps::Phase;
+
+pub const DEFAULT_CONFIG: &str = "/etc/aks-flex-node/config.json";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aks-flex-node",
+    about = "AKS Flex Node Agent: turn a Linux machine outside Azure into an AKS worker node",
+    long_about = "Azure Kubernetes Service Flex Node Agent for edge computing scenarios.\n\n\
+        Registers the machine with Azure Arc, installs and configures the node runtime (runc, containerd,\n\
+        Kubernetes binaries, CNI, node-problem-detector), joins the AKS cluster and keeps the node healthy.",
+    after_help = "Exit codes: 0 success, 1 the operation failed, 2 usage or configuration error.\n\
+        Documentation: see README.md.",
+    disable_version_flag = true
+)]
+pub struct Cli {
+    /// Path of the configuration JSON file (read as given, not under --root).
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONFIG, env = "AKS_FLEX_NODE_CONFIG")]
+    pub config: PathBuf,
+
+    /// Treat DIR as the machine's root: every host path is resolved under it. Any root other than `/`
+    /// is a sandbox: files are written there, host-changing commands and services are only recorded.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+
+    /// Log level (overrides agent.logLevel). Allowed values: debug, info, warning, error.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// Never colour output (also honoured: the NO_COLOR environment variable).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bootstrap the node, then stay up as the daemon (what the systemd unit runs).
+    ///
+    /// Examples:
+    ///   aks-flex-node agent --config /etc/aks-flex-node/config.json
+    Agent,
+
+    /// Bootstrap once and exit (cloud-init, CI, tests).
+    ///
+    /// Examples:
+    ///   aks-flex-node bootstrap
+    ///   aks-flex-node bootstrap --skip-phase identity --root /tmp/sandbox
+    Bootstrap {
+        /// Skip a phase (repeatable). Skipping `identity` makes no Azure call at all.
+        #[arg(long = "skip-phase", value_name = "PHASE")]
+        skip_phase: Vec<Phase>,
+    },
+
+    /// Undo everything bootstrap did, in reverse order, Azure side included.
+    Unbootstrap,
+
+    /// Show what bootstrap would change, without changing anything.
+    ///
+    /// Examples:
+    ///   aks-flex-node plan
+    ///   aks-flex-node plan -o json | jq '.steps[] | select(.status == "changes")'
+    Plan {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+        /// Skip a phase (repeatable), as for bootstrap.
+        #[arg(long = "skip-phase", value_name = "PHASE")]
+        skip_phase: Vec<Phase>,
+    },
+
+    /// Show node, runtime and Arc status (not implemented yet).
+    Status {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+
+    /// Check the machine and the configuration before bootstrap (not implemented yet).
+    Preflight {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+
+    /// Kubelet exec credential plugin: print an ExecCredential with an Entra token (not implemented yet).
+    Token,
+
+    /// Print version information.
+    Version {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+
+    /// Inspect the configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+
+    /// Print shell completions.
+    ///
+    /// Examples:
+    ///   aks-flex-node completions bash > /etc/bash_completion.d/aks-flex-node
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the configuration file and report every problem at once.
+    Validate,
+    /// Print the effective configuration (defaults applied, secrets redacted) as JSON.
+    Show,
+    /// Print the JSON Schema of the configuration file.
+    Schema,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn skip_phase_is_repeatable_and_checked() {
+        let cli = Cli::try_parse_from([
+            "aks-flex-node",
+            "bootstrap",
+            "--skip-phase",
+            "identity",
+            "--skip-phase",
+            "activation",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Bootstrap { skip_phase } => {
+                assert_eq!(skip_phase, vec![Phase::Identity, Phase::Activation])
+            }
+            other => panic!("{other:?}"),
+        }
+        let err = Cli::try_parse_from(["aks-flex-node", "bootstrap", "--skip-phase", "nope"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("identity"), "{err}");
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "aks-flex-node",
+            "plan",
+            "-o",
+            "json",
+            "--root",
+            "/tmp/x",
+            "--config",
+            "/c.json",
+        ])
+        .unwrap();
+        assert_eq!(cli.root, PathBuf::from("/tmp/x"));
+        assert_eq!(cli.config, PathBuf::from("/c.json"));
+    }
+}

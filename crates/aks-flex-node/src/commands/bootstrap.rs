@@ -1,0 +1,166 @@
+//! `plan`, `bootstrap`, `unbootstrap` and `agent`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{CliError, CmdResult};
+use crate::cli::Output;
+use crate::config::Config;
+use crate::host::Host;
+use crate::steps::{self, Context, Phase, StepOutcome, StepReport};
+
+/// How often the daemon re-converges (the original's health-check cadence).
+const HEAL_INTERVAL: Duration = Duration::from_secs(120);
+
+fn context(cfg: Arc<Config>, host: Arc<Host>) -> Result<Context, CliError> {
+    Context::new(cfg, host).map_err(CliError::failed)
+}
+
+pub async fn plan(
+    cfg: Arc<Config>,
+    host: Arc<Host>,
+    output: Output,
+    skip: BTreeSet<Phase>,
+) -> CmdResult {
+    let ctx = context(cfg, host)?;
+    let plan = steps::plan(&ctx, &steps::all_steps(), &skip)
+        .await
+        .map_err(CliError::failed)?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        ),
+        Output::Text => {
+            println!("Plan for root {}:", plan.root.display());
+            for s in &plan.steps {
+                match s.status {
+                    "changes" => {
+                        println!("  {} ({}): {} change(s)", s.name, s.phase, s.actions.len());
+                        for a in &s.actions {
+                            println!("    - {}", a["summary"].as_str().unwrap_or_default());
+                            if let Some(diff) = a["diff"].as_str() {
+                                for line in diff.lines() {
+                                    println!("        {line}");
+                                }
+                            }
+                        }
+                    }
+                    other => println!("  {} ({}): {other}", s.name, s.phase),
+                }
+            }
+            if plan.converged {
+                println!("Nothing to do: the node is converged.");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_reports(reports: &[StepReport]) {
+    for r in reports {
+        let what = match &r.outcome {
+            StepOutcome::Converged => "up to date".to_string(),
+            StepOutcome::Applied { actions } => format!("applied {actions} change(s)"),
+            StepOutcome::Skipped => format!("skipped (phase {})", r.phase),
+            StepOutcome::Failed { .. } => "FAILED".to_string(),
+        };
+        println!("{:<24} {what}", r.name);
+    }
+}
+
+pub async fn bootstrap(cfg: Arc<Config>, host: Arc<Host>, skip: BTreeSet<Phase>) -> CmdResult {
+    let ctx = context(cfg, host)?;
+    let steps = steps::all_steps();
+    let (reports, result) = tokio::select! {
+        r = steps::bootstrap(&ctx, &steps, &skip) => r,
+        _ = shutdown_signal() => {
+            return Err(CliError::failed(anyhow::anyhow!(
+                "interrupted; the journal records how far bootstrap got: re-run to resume"
+            )))
+        }
+    };
+    print_reports(&reports);
+    result.map_err(CliError::failed)?;
+    tracing::info!("bootstrap completed");
+    Ok(())
+}
+
+pub async fn unbootstrap(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
+    let ctx = context(cfg, host)?;
+    let report = steps::unbootstrap(&ctx, &steps::all_steps()).await;
+    for s in &report.undone {
+        println!("{s:<24} removed");
+    }
+    for k in &report.kept {
+        println!("kept {k}");
+    }
+    if report.failures.is_empty() {
+        tracing::info!("unbootstrap completed");
+        Ok(())
+    } else {
+        for f in &report.failures {
+            eprintln!("could not undo: {f}");
+        }
+        Err(CliError::failed(anyhow::anyhow!(
+            "unbootstrap left {} item(s) behind (listed above); fix the cause and run it again",
+            report.failures.len()
+        )))
+    }
+}
+
+/// Bootstrap, then stay up and re-converge every two minutes so drift is repaired. A healthy node is
+/// left alone: a converged plan writes and restarts nothing. SIGTERM/SIGINT end it cleanly (exit 0).
+pub async fn agent(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
+    let ctx = context(cfg, host)?;
+    let steps = steps::all_steps();
+    let skip = BTreeSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        (reports, result) = steps::bootstrap(&ctx, &steps, &skip) => {
+            print_reports(&reports);
+            result.map_err(CliError::failed)?;
+        }
+        _ = &mut shutdown => {
+            tracing::info!("received shutdown signal during bootstrap; stopping");
+            return Ok(());
+        }
+    }
+    tracing::info!(
+        "bootstrap completed; running as daemon (re-converging every {}s)",
+        HEAL_INTERVAL.as_secs()
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HEAL_INTERVAL) => {}
+            _ = &mut shutdown => {
+                tracing::info!("received shutdown signal; stopping");
+                return Ok(());
+            }
+        }
+        let (reports, result) = steps::bootstrap(&ctx, &steps, &skip).await;
+        for r in reports
+            .iter()
+            .filter(|r| matches!(r.outcome, StepOutcome::Applied { .. }))
+        {
+            tracing::warn!(step = r.name, "repaired drift");
+        }
+        if let Err(e) = result {
+            tracing::error!("self-heal failed: {e}");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,171 @@
+//! One module per command, each thin: they build the context, call the library and print the result.
+//! Errors are printed once here; the exit code says what kind of failure it was.
+
+mod bootstrap;
+mod config_cmd;
+mod version;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::config::{self, Config, LoadOptions};
+use crate::host::Host;
+
+/// Documented exit codes.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The operation failed.
+    pub const FAILED: u8 = 1;
+    /// Usage or configuration error, detected before any side effect.
+    pub const USAGE: u8 = 2;
+}
+
+/// An error with the exit code it deserves.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    pub fn usage(e: impl Into<anyhow::Error>) -> Self {
+        CliError {
+            code: exit::USAGE,
+            error: e.into(),
+        }
+    }
+    pub fn failed(e: impl Into<anyhow::Error>) -> Self {
+        CliError {
+            code: exit::FAILED,
+            error: e.into(),
+        }
+    }
+}
+
+pub type CmdResult = Result<(), CliError>;
+
+/// Run the parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    match dispatch(cli).await {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(e) => {
+            eprintln!("error: {:#}", e.error);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> CmdResult {
+    match &cli.command {
+        Command::Version { output } => return version::run(*output),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "aks-flex-node", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Config(ConfigCommand::Schema) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&config::json_schema()).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        Command::Status { .. } | Command::Preflight { .. } | Command::Token => {
+            return Err(CliError::usage(anyhow::anyhow!(
+                "`{}` is not implemented yet in this version of aks-flex-node (it is planned; see the README's command table)",
+                command_name(&cli.command)
+            )))
+        }
+        _ => {}
+    }
+
+    let level = match &cli.log_level {
+        Some(l) => Some(crate::logging::parse_level(l).ok_or_else(|| {
+            CliError::usage(anyhow::anyhow!(
+                "--log-level: {l:?} is not a log level; allowed values: debug, info, warning, error"
+            ))
+        })?),
+        None => None,
+    };
+    let loaded = load_config(&cli.config)?;
+    let cfg = Arc::new(loaded.config);
+    let host = Arc::new(
+        Host::new(&cli.root)
+            .map_err(|e| CliError::usage(anyhow::anyhow!("--root {}: {e}", cli.root.display())))?,
+    );
+
+    let level = level.unwrap_or_else(|| level_of(&cfg));
+    let log_dir = cfg.agent.log_dir.clone();
+    let wants_file = !matches!(cli.command, Command::Config(_) | Command::Plan { .. });
+    crate::logging::init(
+        level,
+        cli.no_color,
+        wants_file.then_some((&host.fs, log_dir.as_path())),
+    );
+    for w in &loaded.warnings {
+        tracing::warn!("config: {w}");
+    }
+
+    match cli.command {
+        Command::Config(ConfigCommand::Validate) => config_cmd::validate(&cli.config, &cfg),
+        Command::Config(ConfigCommand::Show) => config_cmd::show(&cfg),
+        Command::Plan { output, skip_phase } => {
+            bootstrap::plan(cfg, host, output, skip(skip_phase)).await
+        }
+        Command::Bootstrap { skip_phase } => {
+            bootstrap::bootstrap(cfg, host, skip(skip_phase)).await
+        }
+        Command::Unbootstrap => bootstrap::unbootstrap(cfg, host).await,
+        Command::Agent => bootstrap::agent(cfg, host).await,
+        _ => unreachable!("handled above"),
+    }
+}
+
+fn skip(phases: Vec<crate::steps::Phase>) -> BTreeSet<crate::steps::Phase> {
+    phases.into_iter().collect()
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Status { .. } => "status",
+        Command::Preflight { .. } => "preflight",
+        Command::Token => "token",
+        _ => "command",
+    }
+}
+
+fn level_of(cfg: &Config) -> tracing::Level {
+    use crate::config::LogLevel;
+    match cfg.agent.log_level {
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warning => tracing::Level::WARN,
+        LogLevel::Error => tracing::Level::ERROR,
+    }
+}
+
+/// Load and validate the config file; every problem is a usage error (exit 2).
+pub fn load_config(path: &Path) -> Result<config::Loaded, CliError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let opts = LoadOptions {
+        hostname: hostname(),
+        env: &env,
+    };
+    config::load_file(path, &opts).map_err(CliError::usage)
+}
+
+/// This machine's hostname (the default node and Arc machine name).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

@@ -1,0 +1,499 @@
+//! THE effect boundary. Everything that reads or changes the machine goes through [`Host`]:
+//! the rooted filesystem ([`fs::RootFs`]), programs ([`command`]), systemd services and kernel facts
+//! (modules, swap, sysctl values).
+//!
+//! A host is either *real* (root `/`: commands run, `systemctl` is called) or a *sandbox* (any other root):
+//! files are written under the root as usual, but commands that change the running host and every service
+//! operation are recorded in `<root>/var/lib/aks-flex-node/sandbox.json` and simulated there, so tests
+//! exercise every step without touching the machine they run on. Kernel facts in a sandbox start from the
+//! root's own `/proc` and `/sys` files when a test provides them.
+
+pub mod command;
+pub mod fs;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub use command::{CommandError, CommandOutput, CommandSpec, Effect};
+pub use fs::{Entry, FsError, RootFs};
+
+/// Where the agent keeps its journal, backups and sandbox record.
+pub const STATE_DIR: &str = "/var/lib/aks-flex-node";
+const SANDBOX_FILE: &str = "/var/lib/aks-flex-node/sandbox.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("sandbox record {path} is corrupt: {source}")]
+    SandboxRecord {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub type Result<T, E = HostError> = std::result::Result<T, E>;
+
+/// A systemd unit's state as far as the agent cares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitState {
+    pub enabled: bool,
+    pub active: bool,
+}
+
+/// Service operations, all idempotent: enabling an enabled unit or stopping a stopped one is a no-op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceOp {
+    Enable,
+    Disable,
+    Start,
+    Stop,
+    Restart,
+}
+
+impl ServiceOp {
+    pub fn verb(self) -> &'static str {
+        match self {
+            ServiceOp::Enable => "enable",
+            ServiceOp::Disable => "disable",
+            ServiceOp::Start => "start",
+            ServiceOp::Stop => "stop",
+            ServiceOp::Restart => "restart",
+        }
+    }
+}
+
+/// What a sandbox records instead of changing the machine.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxRecord {
+    /// Every host-changing command, in order, redacted.
+    pub commands: Vec<String>,
+    pub units: BTreeMap<String, SandboxUnit>,
+    pub daemon_reloads: u32,
+    pub kernel: SimKernel,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxUnit {
+    pub enabled: bool,
+    pub active: bool,
+    pub starts: u32,
+    pub restarts: u32,
+}
+
+/// The kernel as simulated in a sandbox.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimKernel {
+    pub modules: BTreeSet<String>,
+    /// Active swap devices (from the root's `/proc/swaps` at first use).
+    pub swaps: Vec<String>,
+    /// Swap devices as they were at first use, restored by `swapon -a`.
+    pub initial_swaps: Vec<String>,
+    pub sysctl: BTreeMap<String, String>,
+}
+
+enum Mode {
+    Real,
+    Sandbox(Mutex<Option<SandboxRecord>>),
+}
+
+/// The machine, seen through one root.
+pub struct Host {
+    pub fs: RootFs,
+    mode: Mode,
+}
+
+impl Host {
+    /// A host rooted at `root`; a sandbox unless `root` is `/`.
+    pub fn new(root: impl AsRef<Path>) -> Result<Self> {
+        let fs = RootFs::new(root)?;
+        let mode = if fs.is_host_root() {
+            Mode::Real
+        } else {
+            Mode::Sandbox(Mutex::new(None))
+        };
+        Ok(Host { fs, mode })
+    }
+
+    pub fn is_sandbox(&self) -> bool {
+        matches!(self.mode, Mode::Sandbox(_))
+    }
+
+    /// Run a command. In a sandbox, host-changing commands are recorded and simulated, not run;
+    /// read-only commands run for real in both modes.
+    pub async fn run(&self, spec: &CommandSpec) -> Result<CommandOutput> {
+        match (&self.mode, spec.effect) {
+            (Mode::Sandbox(_), Effect::MutatesHost) => {
+                let line = spec.display();
+                tracing::info!(command = %line, "sandbox: recorded instead of run");
+                self.with_record(|rec, host| {
+                    rec.commands.push(line);
+                    simulate(rec, host, spec);
+                })?;
+                Ok(CommandOutput {
+                    recorded: true,
+                    ..Default::default()
+                })
+            }
+            _ => Ok(command::run_real(spec).await?),
+        }
+    }
+
+    /// Run and fail on a non-zero exit.
+    pub async fn run_checked(&self, spec: &CommandSpec) -> Result<CommandOutput> {
+        let out = self.run(spec).await?;
+        Ok(command::check(spec, out)?)
+    }
+
+    /// Enabled/active state of a unit.
+    pub async fn unit_state(&self, unit: &str) -> Result<UnitState> {
+        match &self.mode {
+            Mode::Real => {
+                let enabled = command::run_real(&CommandSpec::new("systemctl").args([
+                    "is-enabled",
+                    "--quiet",
+                    unit,
+                ]))
+                .await?
+                .success();
+                let active = command::run_real(&CommandSpec::new("systemctl").args([
+                    "is-active",
+                    "--quiet",
+                    unit,
+                ]))
+                .await?
+                .success();
+                Ok(UnitState { enabled, active })
+            }
+            Mode::Sandbox(_) => self.with_record(|rec, _| {
+                rec.units
+                    .get(unit)
+                    .map(|u| UnitState {
+                        enabled: u.enabled,
+                        active: u.active,
+                    })
+                    .unwrap_or_default()
+            }),
+        }
+    }
+
+    /// `systemctl <op> <unit>`.
+    pub async fn service(&self, op: ServiceOp, unit: &str) -> Result<()> {
+        match &self.mode {
+            Mode::Real => {
+                let spec = CommandSpec::new("systemctl")
+                    .args([op.verb(), unit])
+                    .mutates_host()
+                    .timeout(Duration::from_secs(300));
+                self.run_checked(&spec).await?;
+                Ok(())
+            }
+            Mode::Sandbox(_) => self.with_record(|rec, _| {
+                rec.commands.push(format!("systemctl {} {unit}", op.verb()));
+                let u = rec.units.entry(unit.to_string()).or_default();
+                match op {
+                    ServiceOp::Enable => u.enabled = true,
+                    ServiceOp::Disable => u.enabled = false,
+                    ServiceOp::Start => {
+                        if !u.active {
+                            u.starts += 1;
+                        }
+                        u.active = true
+                    }
+                    ServiceOp::Stop => u.active = false,
+                    ServiceOp::Restart => {
+                        u.restarts += 1;
+                        u.active = true
+                    }
+                }
+            }),
+        }
+    }
+
+    /// `systemctl daemon-reload`.
+    pub async fn daemon_reload(&self) -> Result<()> {
+        match &self.mode {
+            Mode::Real => {
+                self.run_checked(
+                    &CommandSpec::new("systemctl")
+                        .arg("daemon-reload")
+                        .mutates_host(),
+                )
+                .await?;
+                Ok(())
+            }
+            Mode::Sandbox(_) => self.with_record(|rec, _| {
+                rec.commands.push("systemctl daemon-reload".into());
+                rec.daemon_reloads += 1;
+            }),
+        }
+    }
+
+    /// The last journal lines of a unit, for error messages. Empty in a sandbox.
+    pub async fn unit_journal_tail(&self, unit: &str, lines: u32) -> String {
+        if self.is_sandbox() {
+            return String::new();
+        }
+        let spec = CommandSpec::new("journalctl").args([
+            "-u",
+            unit,
+            "-n",
+            &lines.to_string(),
+            "--no-pager",
+            "-o",
+            "cat",
+        ]);
+        match command::run_real(&spec).await {
+            Ok(out) => out.stdout,
+            Err(e) => format!("(journalctl unavailable: {e})"),
+        }
+    }
+
+    /// Whether a kernel module is loaded or built in (`/sys/module/<name>` exists).
+    pub fn module_loaded(&self, name: &str) -> Result<bool> {
+        match &self.mode {
+            Mode::Real => Ok(Path::new("/sys/module").join(name).exists()),
+            Mode::Sandbox(_) => self.with_record(|rec, _| rec.kernel.modules.contains(name)),
+        }
+    }
+
+    /// Active swap devices (from `/proc/swaps`).
+    pub fn active_swaps(&self) -> Result<Vec<String>> {
+        match &self.mode {
+            Mode::Real => Ok(parse_proc_swaps(
+                &std::fs::read_to_string("/proc/swaps").unwrap_or_default(),
+            )),
+            Mode::Sandbox(_) => self.with_record(|rec, _| rec.kernel.swaps.clone()),
+        }
+    }
+
+    /// The live value of a sysctl key (`net.ipv4.ip_forward`), whitespace-normalised.
+    pub fn sysctl_value(&self, key: &str) -> Result<Option<String>> {
+        match &self.mode {
+            Mode::Real => {
+                let p = Path::new("/proc/sys").join(key.replace('.', "/"));
+                Ok(std::fs::read_to_string(p).ok().map(|v| normalise_ws(&v)))
+            }
+            Mode::Sandbox(_) => self.with_record(|rec, _| rec.kernel.sysctl.get(key).cloned()),
+        }
+    }
+
+    /// A copy of what the sandbox recorded (`None` on a real host).
+    pub fn sandbox_record(&self) -> Result<Option<SandboxRecord>> {
+        match &self.mode {
+            Mode::Real => Ok(None),
+            Mode::Sandbox(_) => self.with_record(|rec, _| Some(rec.clone())),
+        }
+    }
+
+    /// Load (or initialise) the sandbox record, let `f` read or change it, and persist it when changed.
+    /// Persisting only happens once the state directory exists, so planning never writes.
+    fn with_record<T>(&self, f: impl FnOnce(&mut SandboxRecord, &RootFs) -> T) -> Result<T> {
+        let Mode::Sandbox(cell) = &self.mode else {
+            unreachable!("with_record is only called in sandbox mode")
+        };
+        let mut guard = cell.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.load_record()?);
+        }
+        let rec = guard.as_mut().expect("initialised above");
+        let before = serde_json::to_vec(rec).unwrap_or_default();
+        let out = f(rec, &self.fs);
+        let after = serde_json::to_vec(rec).unwrap_or_default();
+        if before != after && self.fs.exists(Path::new(STATE_DIR))? {
+            let text = serde_json::to_vec_pretty(rec).unwrap_or_default();
+            self.fs
+                .write_atomic(Path::new(SANDBOX_FILE), &text, 0o600, None)?;
+        }
+        Ok(out)
+    }
+
+    fn load_record(&self) -> Result<SandboxRecord> {
+        if let Some(bytes) = self.fs.read(Path::new(SANDBOX_FILE))? {
+            return serde_json::from_slice(&bytes).map_err(|source| HostError::SandboxRecord {
+                path: SANDBOX_FILE.into(),
+                source,
+            });
+        }
+        // First use: take the simulated kernel from the root's own /proc and /sys, if a test made them.
+        let swaps = parse_proc_swaps(
+            &self
+                .fs
+                .read_to_string(Path::new("/proc/swaps"))?
+                .unwrap_or_default(),
+        );
+        let modules = self
+            .fs
+            .list_dir(Path::new("/sys/module"))?
+            .into_iter()
+            .collect();
+        Ok(SandboxRecord {
+            kernel: SimKernel {
+                modules,
+                initial_swaps: swaps.clone(),
+                swaps,
+                sysctl: BTreeMap::new(),
+            },
+            ..Default::default()
+        })
+    }
+}
+
+/// Apply a recorded command's effect to the simulated kernel.
+fn simulate(rec: &mut SandboxRecord, fs: &RootFs, spec: &CommandSpec) {
+    let args: Vec<&str> = spec.args.iter().map(String::as_str).collect();
+    match (spec.program.as_str(), args.as_slice()) {
+        ("modprobe", [.., name]) => {
+            rec.kernel.modules.insert((*name).to_string());
+        }
+        ("swapoff", ["-a"]) => rec.kernel.swaps.clear(),
+        ("swapon", ["-a"]) => rec.kernel.swaps = rec.kernel.initial_swaps.clone(),
+        ("sysctl", ["-p", file]) => {
+            if let Ok(Some(text)) = fs.read_to_string(Path::new(file)) {
+                rec.kernel.sysctl.extend(parse_sysctl_conf(&text));
+            }
+        }
+        ("sysctl", ["--system"]) => {
+            rec.kernel.sysctl.clear();
+            for dir in ["/usr/lib/sysctl.d", "/run/sysctl.d", "/etc/sysctl.d"] {
+                for name in fs.list_dir(Path::new(dir)).unwrap_or_default() {
+                    if name.ends_with(".conf") {
+                        let p = Path::new(dir).join(name);
+                        if let Ok(Some(text)) = fs.read_to_string(&p) {
+                            rec.kernel.sysctl.extend(parse_sysctl_conf(&text));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `key = value` lines of a sysctl.d file; comments and blanks skipped, `-key` (ignore errors) accepted.
+pub fn parse_sysctl_conf(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            let k = k.trim().trim_start_matches('-').replace('/', ".");
+            Some((k, normalise_ws(v)))
+        })
+        .collect()
+}
+
+/// Device names of active swaps from `/proc/swaps` (first line is a header).
+pub fn parse_proc_swaps(text: &str) -> Vec<String> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+fn normalise_ws(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sysctl_files() {
+        let parsed = parse_sysctl_conf(
+            "# c\nnet.ipv4.ip_forward = 1\n-kernel.panic=10\n\nbad line\nnet/ipv4/x =  a   b \n",
+        );
+        assert_eq!(
+            parsed,
+            vec![
+                ("net.ipv4.ip_forward".to_string(), "1".to_string()),
+                ("kernel.panic".to_string(), "10".to_string()),
+                ("net.ipv4.x".to_string(), "a b".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_proc_swaps() {
+        let text = "Filename Type Size Used Priority\n/swap.img file 100 0 -2\n/dev/sdb2 partition 5 0 -3\n";
+        assert_eq!(parse_proc_swaps(text), vec!["/swap.img", "/dev/sdb2"]);
+        assert!(parse_proc_swaps("Filename Type Size Used Priority\n").is_empty());
+    }
+
+    #[tokio::test]
+    async fn sandbox_records_host_changes_instead_of_running_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/swaps"),
+            "Filename Type Size Used Priority\n/swap.img file 1 0 -2\n",
+        )
+        .unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        assert!(host.is_sandbox());
+        host.fs.create_dir_all(Path::new(STATE_DIR), 0o700).unwrap();
+        assert_eq!(host.active_swaps().unwrap(), vec!["/swap.img"]);
+        // `false` would fail if it were run; recorded, it succeeds and changes nothing.
+        let out = host
+            .run(&CommandSpec::new("swapoff").arg("-a").mutates_host())
+            .await
+            .unwrap();
+        assert!(out.recorded);
+        assert!(host.active_swaps().unwrap().is_empty());
+        host.run(
+            &CommandSpec::new("modprobe")
+                .arg("br_netfilter")
+                .mutates_host(),
+        )
+        .await
+        .unwrap();
+        assert!(host.module_loaded("br_netfilter").unwrap());
+        host.service(ServiceOp::Start, "containerd").await.unwrap();
+        host.service(ServiceOp::Start, "containerd").await.unwrap();
+        host.service(ServiceOp::Enable, "containerd").await.unwrap();
+        assert_eq!(
+            host.unit_state("containerd").await.unwrap(),
+            UnitState {
+                enabled: true,
+                active: true
+            }
+        );
+        // The record is persisted and survives a new Host on the same root.
+        let again = Host::new(dir.path()).unwrap();
+        let rec = again.sandbox_record().unwrap().unwrap();
+        assert_eq!(rec.units["containerd"].starts, 1);
+        assert_eq!(
+            rec.commands,
+            vec![
+                "swapoff -a",
+                "modprobe br_netfilter",
+                "systemctl start containerd",
+                "systemctl start containerd",
+                "systemctl enable containerd"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn read_only_commands_run_for_real_in_a_sandbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        let out = host.run(&CommandSpec::new("echo").arg("hi")).await.unwrap();
+        assert_eq!(out.stdout, "hi\n");
+        assert!(!out.recorded);
+        // Nothing was written: planning-time reads leave the root untouched.
+        assert!(host.fs.list_dir(Path::new("/")).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,398 @@
+//! The journal: `<root>/var/lib/aks-flex-node/journal.json`, written atomically before and after every
+//! action. It is what makes a crash resumable and `unbootstrap` exact:
+//!
+//! - before the agent first touches a path it records what was there (absent, a file — copied to
+//!   `backups/` —, or a symlink), so undo restores the original no matter how often the path changed since;
+//! - every directory it creates is recorded and removed again (if empty) on undo;
+//! - before the first operation on a systemd unit it records whether the unit was enabled/active;
+//! - steps may add their own undo records (artifacts, Azure resources);
+//! - a log of every action with its status (`pending` until it finished) tells an operator what happened.
+//!
+//! Undo replays these records in reverse order.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{Entry, Host, HostError, UnitState, STATE_DIR};
+
+pub const JOURNAL_PATH: &str = "/var/lib/aks-flex-node/journal.json";
+pub const BACKUP_DIR: &str = "/var/lib/aks-flex-node/backups";
+const JOURNAL_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("journal {JOURNAL_PATH} is unreadable ({source}); move it aside to start over, but note that unbootstrap needs it to restore the files it backed up")]
+    Corrupt {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("journal {JOURNAL_PATH} has version {found}, this agent understands {JOURNAL_VERSION}; use the agent version that wrote it")]
+    Version { found: u32 },
+}
+
+impl From<crate::host::FsError> for JournalError {
+    fn from(e: crate::host::FsError) -> Self {
+        JournalError::Host(e.into())
+    }
+}
+
+/// What was at a path before the agent first changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Original {
+    Absent,
+    #[serde(rename_all = "camelCase")]
+    File {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        /// File name under `backups/` holding the original bytes.
+        backup: String,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    Dir {
+        mode: u32,
+    },
+}
+
+/// One way to take back something the agent did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum UndoOp {
+    /// Put `path` back as it was.
+    RestorePath { path: PathBuf, original: Original },
+    /// Remove a directory the agent created (only if empty).
+    RemoveDir { path: PathBuf },
+    /// Put a unit back to its enabled/active state.
+    RestoreUnit { unit: String, was: UnitState },
+    /// Step-specific undo, handed back to the step that recorded it.
+    Custom {
+        kind: String,
+        data: serde_json::Value,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UndoEntry {
+    pub seq: u64,
+    pub step: String,
+    #[serde(flatten)]
+    pub op: UndoOp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EntryStatus {
+    Pending,
+    Done,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    pub seq: u64,
+    pub step: String,
+    pub summary: String,
+    pub status: EntryStatus,
+    pub at: chrono::DateTime<chrono::Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    pub status: EntryStatus,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub actions: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Journal {
+    pub version: u32,
+    /// Directories created to hold the state directory itself (removed last by unbootstrap).
+    #[serde(default)]
+    pub state_dirs_created: Vec<PathBuf>,
+    #[serde(default)]
+    pub undo: Vec<UndoEntry>,
+    #[serde(default)]
+    pub log: Vec<LogEntry>,
+    #[serde(default)]
+    pub steps: BTreeMap<String, StepRecord>,
+    /// Paths written since the services that read them were last (re)started.
+    #[serde(default)]
+    pub changed: BTreeSet<PathBuf>,
+    #[serde(default)]
+    next_seq: u64,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal {
+            version: JOURNAL_VERSION,
+            state_dirs_created: Vec::new(),
+            undo: Vec::new(),
+            log: Vec::new(),
+            steps: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            next_seq: 1,
+        }
+    }
+}
+
+impl Journal {
+    /// Load the journal; an absent file is an empty journal.
+    pub fn load(host: &Host) -> Result<Journal, JournalError> {
+        match host.fs.read(Path::new(JOURNAL_PATH))? {
+            None => Ok(Journal::default()),
+            Some(bytes) => {
+                let j: Journal = serde_json::from_slice(&bytes)
+                    .map_err(|source| JournalError::Corrupt { source })?;
+                if j.version != JOURNAL_VERSION {
+                    return Err(JournalError::Version { found: j.version });
+                }
+                Ok(j)
+            }
+        }
+    }
+
+    /// Persist atomically (0600: backups of files may be sensitive).
+    pub fn save(&self, host: &Host) -> Result<(), JournalError> {
+        let text = serde_json::to_vec_pretty(self).unwrap_or_default();
+        host.fs
+            .write_atomic(Path::new(JOURNAL_PATH), &text, 0o600, None)?;
+        Ok(())
+    }
+
+    /// True when the journal records nothing to undo.
+    pub fn is_empty(&self) -> bool {
+        self.undo.is_empty() && self.steps.is_empty()
+    }
+
+    fn seq(&mut self) -> u64 {
+        let s = self.next_seq.max(1);
+        self.next_seq = s + 1;
+        s
+    }
+
+    /// Has `path` been recorded already (so its original is known)?
+    pub fn knows_path(&self, path: &Path) -> bool {
+        self.undo.iter().any(|e| match &e.op {
+            UndoOp::RestorePath { path: p, .. } | UndoOp::RemoveDir { path: p } => p == path,
+            _ => false,
+        })
+    }
+
+    /// Record the original state of `path` (once). Copies a file's bytes to the backup directory.
+    pub fn record_original(
+        &mut self,
+        host: &Host,
+        step: &str,
+        path: &Path,
+    ) -> Result<(), JournalError> {
+        if self.knows_path(path) {
+            return Ok(());
+        }
+        let seq = self.seq();
+        let original = match host.fs.entry(path)? {
+            None => Original::Absent,
+            Some(Entry::Symlink { target }) => Original::Symlink { target },
+            Some(Entry::Dir { mode }) => Original::Dir { mode },
+            Some(Entry::File { mode, uid, gid, .. }) => {
+                let bytes = host.fs.read(path)?.unwrap_or_default();
+                let backup = format!("{seq:06}");
+                host.fs.create_dir_all(Path::new(BACKUP_DIR), 0o700)?;
+                host.fs
+                    .write_atomic(&Path::new(BACKUP_DIR).join(&backup), &bytes, 0o600, None)?;
+                Original::File {
+                    mode,
+                    uid,
+                    gid,
+                    backup,
+                }
+            }
+            Some(Entry::Other) => Original::Absent,
+        };
+        self.undo.push(UndoEntry {
+            seq,
+            step: step.to_string(),
+            op: UndoOp::RestorePath {
+                path: path.to_path_buf(),
+                original,
+            },
+        });
+        self.save(host)
+    }
+
+    /// Record directories the agent created.
+    pub fn record_created_dirs(
+        &mut self,
+        host: &Host,
+        step: &str,
+        dirs: Vec<PathBuf>,
+    ) -> Result<(), JournalError> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        for d in dirs {
+            let seq = self.seq();
+            self.undo.push(UndoEntry {
+                seq,
+                step: step.to_string(),
+                op: UndoOp::RemoveDir { path: d },
+            });
+        }
+        self.save(host)
+    }
+
+    /// Record a unit's state before its first change by the agent.
+    pub fn record_unit(
+        &mut self,
+        host: &Host,
+        step: &str,
+        unit: &str,
+        was: UnitState,
+    ) -> Result<(), JournalError> {
+        let known = self
+            .undo
+            .iter()
+            .any(|e| matches!(&e.op, UndoOp::RestoreUnit { unit: u, .. } if u == unit));
+        if known {
+            return Ok(());
+        }
+        let seq = self.seq();
+        self.undo.push(UndoEntry {
+            seq,
+            step: step.to_string(),
+            op: UndoOp::RestoreUnit {
+                unit: unit.to_string(),
+                was,
+            },
+        });
+        self.save(host)
+    }
+
+    /// Record a step-specific undo.
+    pub fn record_custom(
+        &mut self,
+        host: &Host,
+        step: &str,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<(), JournalError> {
+        let seq = self.seq();
+        self.undo.push(UndoEntry {
+            seq,
+            step: step.to_string(),
+            op: UndoOp::Custom {
+                kind: kind.to_string(),
+                data,
+            },
+        });
+        self.save(host)
+    }
+
+    /// Append a pending log entry; returns its sequence number.
+    pub fn begin(&mut self, host: &Host, step: &str, summary: String) -> Result<u64, JournalError> {
+        let seq = self.seq();
+        self.log.push(LogEntry {
+            seq,
+            step: step.to_string(),
+            summary,
+            status: EntryStatus::Pending,
+            at: chrono::Utc::now(),
+            error: None,
+        });
+        self.save(host)?;
+        Ok(seq)
+    }
+
+    /// Close a log entry.
+    pub fn finish(
+        &mut self,
+        host: &Host,
+        seq: u64,
+        error: Option<String>,
+    ) -> Result<(), JournalError> {
+        if let Some(e) = self.log.iter_mut().find(|e| e.seq == seq) {
+            e.status = if error.is_some() {
+                EntryStatus::Failed
+            } else {
+                EntryStatus::Done
+            };
+            e.at = chrono::Utc::now();
+            e.error = error;
+        }
+        self.save(host)
+    }
+
+    pub fn set_step(
+        &mut self,
+        host: &Host,
+        step: &str,
+        actions: usize,
+        error: Option<String>,
+    ) -> Result<(), JournalError> {
+        self.steps.insert(
+            step.to_string(),
+            StepRecord {
+                status: if error.is_some() {
+                    EntryStatus::Failed
+                } else {
+                    EntryStatus::Done
+                },
+                at: chrono::Utc::now(),
+                actions,
+                error,
+            },
+        );
+        self.save(host)
+    }
+
+    /// Undo entries of one step, newest first.
+    pub fn undo_for(&self, step: &str) -> Vec<UndoEntry> {
+        let mut v: Vec<UndoEntry> = self
+            .undo
+            .iter()
+            .filter(|e| e.step == step)
+            .cloned()
+            .collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.seq));
+        v
+    }
+
+    /// Forget a step entirely (after its undo succeeded).
+    pub fn forget_step(&mut self, host: &Host, step: &str) -> Result<(), JournalError> {
+        self.undo.retain(|e| e.step != step);
+        self.log.retain(|e| e.step != step);
+        self.steps.remove(step);
+        self.save(host)
+    }
+
+    /// Drop one undo entry (it has been carried out).
+    pub fn drop_undo(&mut self, host: &Host, seq: u64) -> Result<(), JournalError> {
+        self.undo.retain(|e| e.seq != seq);
+        self.save(host)
+    }
+}
+
+/// Make sure the state directory exists, recording which of its parents the agent created.
+pub fn ensure_state_dir(host: &Host, journal: &mut Journal) -> Result<(), JournalError> {
+    let created = host.fs.create_dir_all(Path::new(STATE_DIR), 0o700)?;
+    if !created.is_empty() {
+        journal.state_dirs_created.extend(created);
+        journal.save(host)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,702 @@
+//! Bootstrap steps and the engine that plans, applies, journals and undoes them.
+//!
+//! A step only *plans*: it reads the host (and Azure, read-only) and returns the [`Action`]s needed to reach
+//! the desired state; an empty plan means converged. The engine applies the actions, journals how to undo
+//! each one before doing it, and restarts nothing on its own. `unbootstrap` replays the journal backwards.
+//! See DESIGN.md §3.
+
+pub mod action;
+pub mod journal;
+pub mod system_configured;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::Serialize;
+
+pub use action::{file_action, Action};
+pub use journal::{Journal, JournalError, UndoOp};
+
+use crate::config::Config;
+use crate::host::{CommandSpec, Host, HostError, ServiceOp, STATE_DIR};
+
+/// The original's three phases; `--skip-phase` takes these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Azure: authenticate, Arc registration, role assignments.
+    Identity,
+    /// Host: kernel settings, runtime, Kubernetes binaries, CNI.
+    Installation,
+    /// Join: cluster credentials, kubelet, services, node ready.
+    Activation,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Identity => "identity",
+            Phase::Installation => "installation",
+            Phase::Activation => "activation",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// A failure with an explanation for the operator.
+    #[error("{message}")]
+    Failed { message: String },
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<crate::host::FsError> for StepError {
+    fn from(e: crate::host::FsError) -> Self {
+        StepError::Host(e.into())
+    }
+}
+
+impl From<crate::host::CommandError> for StepError {
+    fn from(e: crate::host::CommandError) -> Self {
+        StepError::Host(e.into())
+    }
+}
+
+impl StepError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        StepError::Failed {
+            message: message.into(),
+        }
+    }
+
+    pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StepError::Other(Box::new(e))
+    }
+}
+
+pub type StepResult<T> = Result<T, StepError>;
+
+/// What every step sees.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub host: Arc<Host>,
+    journal: Mutex<Journal>,
+}
+
+impl Context {
+    pub fn new(config: Arc<Config>, host: Arc<Host>) -> Result<Self, JournalError> {
+        let journal = Journal::load(&host)?;
+        Ok(Context {
+            config,
+            host,
+            journal: Mutex::new(journal),
+        })
+    }
+
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the journal as it is now.
+    pub fn journal_snapshot(&self) -> Journal {
+        self.journal().clone()
+    }
+
+    /// Paths written since the services reading them were last restarted (persisted across runs, so a
+    /// crash between a write and the restart still restarts next time).
+    pub fn changed_paths(&self) -> BTreeSet<PathBuf> {
+        self.journal().changed.clone()
+    }
+
+    /// Mark changed paths as taken into account (their services were restarted).
+    pub fn consume_changed(&self, paths: &[PathBuf]) -> Result<(), JournalError> {
+        let mut j = self.journal();
+        let before = j.changed.len();
+        for p in paths {
+            j.changed.remove(p);
+        }
+        if j.changed.len() != before {
+            j.save(&self.host)?;
+        }
+        Ok(())
+    }
+
+    /// Record a step-specific undo (call it *before* creating the thing it undoes where possible).
+    pub fn record_undo(
+        &self,
+        step: &str,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<(), JournalError> {
+        let mut j = self.journal();
+        journal::ensure_state_dir(&self.host, &mut j)?;
+        j.record_custom(&self.host, step, kind, data)
+    }
+
+    /// Record what is at `path` before a step changes it outside the generic actions.
+    pub fn record_original(&self, step: &str, path: &Path) -> Result<(), JournalError> {
+        let mut j = self.journal();
+        journal::ensure_state_dir(&self.host, &mut j)?;
+        j.record_original(&self.host, step, path)
+    }
+
+    /// Create a directory (and parents), recording the ones created for undo.
+    pub fn ensure_dir(&self, step: &str, path: &Path, mode: u32) -> Result<(), JournalError> {
+        let created = self.host.fs.create_dir_all(path, mode)?;
+        let mut j = self.journal();
+        journal::ensure_state_dir(&self.host, &mut j)?;
+        j.record_created_dirs(&self.host, step, created)
+    }
+
+    /// Note that a step changed `path` by itself (services reading it must restart).
+    pub fn mark_changed(&self, path: &Path) -> Result<(), JournalError> {
+        let mut j = self.journal();
+        if j.changed.insert(path.to_path_buf()) {
+            j.save(&self.host)?;
+        }
+        Ok(())
+    }
+}
+
+/// One bootstrap step.
+#[async_trait::async_trait]
+pub trait Step: Send + Sync {
+    /// Stable name (the original's, so logs and docs carry over).
+    fn name(&self) -> &'static str;
+    fn phase(&self) -> Phase;
+    /// The actions needed to converge; empty when converged. Must not change anything.
+    async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>>;
+    /// Apply an [`Action::Custom`] this step planned.
+    async fn apply_custom(
+        &self,
+        _ctx: &Context,
+        kind: &str,
+        _detail: &serde_json::Value,
+    ) -> StepResult<()> {
+        Err(StepError::failed(format!(
+            "step {} cannot apply custom action {kind}",
+            self.name()
+        )))
+    }
+    /// Undo a custom record this step journaled.
+    async fn undo_custom(
+        &self,
+        _ctx: &Context,
+        kind: &str,
+        _data: &serde_json::Value,
+    ) -> StepResult<()> {
+        Err(StepError::failed(format!(
+            "step {} cannot undo {kind}",
+            self.name()
+        )))
+    }
+    /// Actions to run after this step's journal has been undone (reload sysctls, daemon-reload).
+    async fn after_undo(&self, _ctx: &Context) -> StepResult<Vec<Action>> {
+        Ok(Vec::new())
+    }
+}
+
+/// The bootstrap steps in order.
+pub fn all_steps() -> Vec<Box<dyn Step>> {
+    vec![Box::new(system_configured::SystemConfigured)]
+}
+
+/// `plan -o json` output.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub root: PathBuf,
+    pub converged: bool,
+    pub steps: Vec<PlannedStep>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedStep {
+    pub name: &'static str,
+    pub phase: Phase,
+    /// `converged`, `changes`, or `skipped`.
+    pub status: &'static str,
+    pub actions: Vec<serde_json::Value>,
+}
+
+/// Plan every step without changing anything.
+pub async fn plan(
+    ctx: &Context,
+    steps: &[Box<dyn Step>],
+    skip: &BTreeSet<Phase>,
+) -> StepResult<Plan> {
+    let mut out = Vec::new();
+    for step in steps {
+        if skip.contains(&step.phase()) {
+            out.push(PlannedStep {
+                name: step.name(),
+                phase: step.phase(),
+                status: "skipped",
+                actions: Vec::new(),
+            });
+            continue;
+        }
+        let actions = step
+            .plan(ctx)
+            .await
+            .map_err(|e| StepError::failed(format!("planning step {} failed: {e}", step.name())))?;
+        let described = actions
+            .iter()
+            .map(|a| a.describe(&ctx.host))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(PlannedStep {
+            name: step.name(),
+            phase: step.phase(),
+            status: if described.is_empty() {
+                "converged"
+            } else {
+                "changes"
+            },
+            actions: described,
+        });
+    }
+    Ok(Plan {
+        api_version: "aks-flex-node/v1",
+        kind: "Plan",
+        root: ctx.host.fs.root().to_path_buf(),
+        converged: out.iter().all(|s| s.status != "changes"),
+        steps: out,
+    })
+}
+
+/// How one step went.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase", tag = "status")]
+pub enum StepOutcome {
+    Converged,
+    Applied { actions: usize },
+    Skipped,
+    Failed { error: String },
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    pub name: &'static str,
+    pub phase: Phase,
+    #[serde(flatten)]
+    pub outcome: StepOutcome,
+}
+
+/// An exclusive lock on the state directory so two agents never run steps at once.
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+pub fn lock(ctx: &Context) -> StepResult<RunLock> {
+    use std::os::fd::AsRawFd;
+    {
+        let mut j = ctx.journal();
+        journal::ensure_state_dir(&ctx.host, &mut j)?;
+    }
+    let path = Path::new(STATE_DIR).join(".lock");
+    let file = ctx.host.fs.open_append(&path, 0o600)?;
+    // SAFETY: flock on a valid, owned descriptor.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StepError::failed(format!(
+            "another aks-flex-node is running against {} (lock {} is held); wait for it or stop it",
+            ctx.host.fs.root().display(),
+            path.display()
+        )));
+    }
+    Ok(RunLock { _file: file })
+}
+
+/// True when bootstrap has nothing to do: lets a converged run skip even the lock file.
+async fn plan_all_empty(
+    ctx: &Context,
+    steps: &[Box<dyn Step>],
+    skip: &BTreeSet<Phase>,
+) -> StepResult<bool> {
+    for step in steps.iter().filter(|s| !skip.contains(&s.phase())) {
+        if !step.plan(ctx).await?.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Converge every step in order, failing fast. A converged host is left byte-for-byte untouched.
+pub async fn bootstrap(
+    ctx: &Context,
+    steps: &[Box<dyn Step>],
+    skip: &BTreeSet<Phase>,
+) -> (Vec<StepReport>, StepResult<()>) {
+    let mut reports = Vec::new();
+    // Steps plan against the state their predecessors leave, so a full pre-plan is only a shortcut for
+    // the common converged case (the daemon's health check re-runs bootstrap).
+    match plan_all_empty(ctx, steps, skip).await {
+        Ok(true) => {
+            for s in steps {
+                reports.push(StepReport {
+                    name: s.name(),
+                    phase: s.phase(),
+                    outcome: if skip.contains(&s.phase()) {
+                        StepOutcome::Skipped
+                    } else {
+                        StepOutcome::Converged
+                    },
+                });
+            }
+            return (reports, Ok(()));
+        }
+        Ok(false) => {}
+        Err(e) => return (reports, Err(e)),
+    }
+    let _lock = match lock(ctx) {
+        Ok(l) => l,
+        Err(e) => return (reports, Err(e)),
+    };
+    for step in steps {
+        if skip.contains(&step.phase()) {
+            tracing::info!(step = step.name(), phase = %step.phase(), "skipped (phase skipped)");
+            reports.push(StepReport {
+                name: step.name(),
+                phase: step.phase(),
+                outcome: StepOutcome::Skipped,
+            });
+            continue;
+        }
+        let result = run_step(ctx, step.as_ref()).await;
+        let outcome = match &result {
+            Ok(0) => StepOutcome::Converged,
+            Ok(n) => StepOutcome::Applied { actions: *n },
+            Err(e) => StepOutcome::Failed {
+                error: e.to_string(),
+            },
+        };
+        reports.push(StepReport {
+            name: step.name(),
+            phase: step.phase(),
+            outcome,
+        });
+        if let Err(e) = result {
+            return (
+                reports,
+                Err(StepError::failed(format!(
+                    "bootstrap failed at step {}: {e}\nRe-run to resume from here, or run `aks-flex-node unbootstrap` to undo what was done.",
+                    step.name()
+                ))),
+            );
+        }
+    }
+    (reports, Ok(()))
+}
+
+async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<usize> {
+    let actions = step.plan(ctx).await?;
+    if actions.is_empty() {
+        tracing::info!(step = step.name(), "up to date");
+        return Ok(0);
+    }
+    tracing::info!(
+        step = step.name(),
+        actions = actions.len(),
+        "applying changes"
+    );
+    let n = actions.len();
+    for action in &actions {
+        let seq = {
+            let mut j = ctx.journal();
+            j.begin(&ctx.host, step.name(), action.summary())?
+        };
+        tracing::info!(step = step.name(), "{}", action.summary());
+        let res = apply(ctx, step, action).await;
+        let mut j = ctx.journal();
+        j.finish(&ctx.host, seq, res.as_ref().err().map(|e| e.to_string()))?;
+        if let Err(e) = res {
+            j.set_step(&ctx.host, step.name(), n, Some(e.to_string()))?;
+            return Err(e);
+        }
+    }
+    ctx.journal().set_step(&ctx.host, step.name(), n, None)?;
+    Ok(n)
+}
+
+/// Apply one action, journaling how to undo it first.
+async fn apply(ctx: &Context, step: &dyn Step, action: &Action) -> StepResult<()> {
+    let name = step.name();
+    let host = &ctx.host;
+    match action {
+        Action::WriteFile {
+            path,
+            mode,
+            owner,
+            content,
+            ..
+        } => {
+            prepare_entry(ctx, name, path)?;
+            host.fs
+                .write_atomic(path, content, *mode, Some(owner.unwrap_or((0, 0))))?;
+            ctx.mark_changed(path)?;
+        }
+        Action::RemoveFile { path } => {
+            ctx.record_original(name, path)?;
+            host.fs.remove_file(path)?;
+            ctx.mark_changed(path)?;
+        }
+        Action::Symlink { path, target } => {
+            prepare_entry(ctx, name, path)?;
+            host.fs.symlink(target, path)?;
+            ctx.mark_changed(path)?;
+        }
+        Action::EnsureDir { path, mode } => ctx.ensure_dir(name, path, *mode)?,
+        Action::Run { argv, effect, .. } => {
+            let (program, args) = argv
+                .split_first()
+                .ok_or_else(|| StepError::failed("empty command"))?;
+            let mut spec = CommandSpec::new(program).args(args.iter().cloned());
+            spec.effect = *effect;
+            host.run_checked(&spec).await?;
+        }
+        Action::Service { op, unit } => {
+            let was = host.unit_state(unit).await?;
+            {
+                let mut j = ctx.journal();
+                journal::ensure_state_dir(host, &mut j)?;
+                j.record_unit(host, name, unit, was)?;
+            }
+            host.service(*op, unit).await?;
+        }
+        Action::DaemonReload => host.daemon_reload().await?,
+        Action::Custom { kind, detail, .. } => step.apply_custom(ctx, kind, detail).await?,
+    }
+    Ok(())
+}
+
+/// Before replacing `path`: create (and record) missing parent directories and record the original.
+fn prepare_entry(ctx: &Context, step: &str, path: &Path) -> StepResult<()> {
+    if let Some(parent) = path.parent() {
+        ctx.ensure_dir(step, parent, 0o755)?;
+    }
+    ctx.record_original(step, path)?;
+    Ok(())
+}
+
+/// What unbootstrap could not undo.
+#[derive(Debug, Default, Serialize)]
+pub struct UndoReport {
+    pub undone: Vec<String>,
+    pub failures: Vec<String>,
+    /// Directories left in place because something else put files in them.
+    pub kept: Vec<String>,
+}
+
+/// Undo everything the journal records, step by step in reverse order. Best effort: every failure is
+/// reported and what could not be undone stays in the journal for a later attempt.
+pub async fn unbootstrap(ctx: &Context, steps: &[Box<dyn Step>]) -> UndoReport {
+    let mut report = UndoReport::default();
+    if ctx.journal().is_empty() && !ctx.host.fs.exists(Path::new(STATE_DIR)).unwrap_or(false) {
+        return report;
+    }
+    let _lock = match lock(ctx) {
+        Ok(l) => l,
+        Err(e) => {
+            report.failures.push(e.to_string());
+            return report;
+        }
+    };
+    // Steps in reverse; then anything journaled by a step this agent no longer knows.
+    let mut names: Vec<&str> = steps.iter().rev().map(|s| s.name()).collect();
+    let journal_steps: Vec<String> = ctx.journal().undo.iter().map(|e| e.step.clone()).collect();
+    for s in journal_steps.iter().rev() {
+        if !names.contains(&s.as_str()) {
+            names.push(s.as_str());
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for name in names {
+        if !seen.insert(name.to_string()) {
+            continue;
+        }
+        let step = steps.iter().find(|s| s.name() == name);
+        let entries = ctx.journal().undo_for(name);
+        let had_entries = !entries.is_empty() || ctx.journal().steps.contains_key(name);
+        if !had_entries {
+            continue;
+        }
+        let mut ok = true;
+        for entry in entries {
+            match undo_one(ctx, step.map(|s| s.as_ref()), &entry.op).await {
+                Ok(UndoResult::Done) => {
+                    let _ = ctx.journal().drop_undo(&ctx.host, entry.seq);
+                }
+                Ok(UndoResult::Kept(msg)) => {
+                    report.kept.push(msg);
+                    let _ = ctx.journal().drop_undo(&ctx.host, entry.seq);
+                }
+                Err(e) => {
+                    ok = false;
+                    report.failures.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        if let Some(step) = step {
+            match step.after_undo(ctx).await {
+                Ok(actions) => {
+                    for a in actions {
+                        if let Err(e) = apply_untracked(ctx, &a).await {
+                            ok = false;
+                            report
+                                .failures
+                                .push(format!("{name}: {}: {e}", a.summary()));
+                        }
+                    }
+                }
+                Err(e) => {
+                    ok = false;
+                    report.failures.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        if ok {
+            let _ = ctx.journal().forget_step(&ctx.host, name);
+            report.undone.push(name.to_string());
+        }
+    }
+    if report.failures.is_empty() {
+        if let Err(e) = remove_state(ctx) {
+            report
+                .failures
+                .push(format!("removing the agent's state: {e}"));
+        }
+    }
+    report
+}
+
+enum UndoResult {
+    Done,
+    Kept(String),
+}
+
+async fn undo_one(ctx: &Context, step: Option<&dyn Step>, op: &UndoOp) -> StepResult<UndoResult> {
+    let host = &ctx.host;
+    match op {
+        UndoOp::RestorePath { path, original } => {
+            use journal::Original;
+            match original {
+                Original::Absent => {
+                    if let Some(crate::host::Entry::Dir { .. }) = host.fs.entry(path)? {
+                        if !host.fs.remove_dir_if_empty(path)? {
+                            return Ok(UndoResult::Kept(format!(
+                                "{} (directory not empty)",
+                                path.display()
+                            )));
+                        }
+                    } else {
+                        host.fs.remove_file(path)?;
+                    }
+                }
+                Original::File {
+                    mode,
+                    uid,
+                    gid,
+                    backup,
+                } => {
+                    let bpath = Path::new(journal::BACKUP_DIR).join(backup);
+                    let bytes = host.fs.read(&bpath)?.ok_or_else(|| {
+                        StepError::failed(format!(
+                            "backup {} of {} is missing; cannot restore the original",
+                            bpath.display(),
+                            path.display()
+                        ))
+                    })?;
+                    host.fs
+                        .write_atomic(path, &bytes, *mode, Some((*uid, *gid)))?;
+                }
+                Original::Symlink { target } => host.fs.symlink(target, path)?,
+                Original::Dir { .. } => {}
+            }
+        }
+        UndoOp::RemoveDir { path } => {
+            if !host.fs.remove_dir_if_empty(path)? && host.fs.exists(path)? {
+                return Ok(UndoResult::Kept(format!(
+                    "{} (directory not empty)",
+                    path.display()
+                )));
+            }
+        }
+        UndoOp::RestoreUnit { unit, was } => {
+            let now = host.unit_state(unit).await?;
+            if now.active && !was.active {
+                host.service(ServiceOp::Stop, unit).await?;
+            }
+            if now.enabled && !was.enabled {
+                host.service(ServiceOp::Disable, unit).await?;
+            }
+            if was.enabled && !now.enabled {
+                host.service(ServiceOp::Enable, unit).await?;
+            }
+            if was.active && !now.active {
+                host.service(ServiceOp::Start, unit).await?;
+            }
+        }
+        UndoOp::Custom { kind, data } => match step {
+            Some(s) => s.undo_custom(ctx, kind, data).await?,
+            None => {
+                return Err(StepError::failed(format!(
+                "journal holds a `{kind}` undo record of a step this agent version does not know"
+            )))
+            }
+        },
+    }
+    Ok(UndoResult::Done)
+}
+
+/// Apply an action during undo (no journaling: it restores, it does not create).
+async fn apply_untracked(ctx: &Context, action: &Action) -> StepResult<()> {
+    let host = &ctx.host;
+    match action {
+        Action::Run { argv, effect, .. } => {
+            let (program, args) = argv
+                .split_first()
+                .ok_or_else(|| StepError::failed("empty command"))?;
+            let mut spec = CommandSpec::new(program).args(args.iter().cloned());
+            spec.effect = *effect;
+            host.run_checked(&spec).await?;
+        }
+        Action::DaemonReload => host.daemon_reload().await?,
+        Action::Service { op, unit } => host.service(*op, unit).await?,
+        Action::RemoveFile { path } => {
+            host.fs.remove_file(path)?;
+        }
+        other => {
+            return Err(StepError::failed(format!(
+                "`{}` is not allowed during undo",
+                other.summary()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// After a complete undo: remove the journal, backups, lock, sandbox record and the state directories the
+/// agent created, leaving the root as it was before the first bootstrap.
+fn remove_state(ctx: &Context) -> StepResult<()> {
+    let fs = &ctx.host.fs;
+    let created = ctx.journal().state_dirs_created.clone();
+    let state = Path::new(STATE_DIR);
+    fs.remove_dir_all(Path::new(journal::BACKUP_DIR))?;
+    for f in ["journal.json", "sandbox.json", ".lock"] {
+        fs.remove_file(&state.join(f))?;
+    }
+    for d in created.iter().rev() {
+        fs.remove_dir_if_empty(d)?;
+    }
+    *ctx.journal() = Journal::default();
+    Ok(())
+}
