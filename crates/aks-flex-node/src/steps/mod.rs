@@ -82,11 +82,21 @@ impl StepError {
 
 pub type StepResult<T> = Result<T, StepError>;
 
+/// Where the cluster's API server is and which CA signs it: found by the identity phase
+/// (`listClusterUserCredential`) or given in the config (`node.kubelet.serverURL` + `caCertData`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterEndpoint {
+    pub server: String,
+    /// PEM bytes of the cluster CA.
+    pub ca_pem: Vec<u8>,
+}
+
 /// What every step sees.
 pub struct Context {
     pub config: Arc<Config>,
     pub host: Arc<Host>,
     journal: Mutex<Journal>,
+    cluster: Mutex<Option<ClusterEndpoint>>,
 }
 
 impl Context {
@@ -96,7 +106,18 @@ impl Context {
             config,
             host,
             journal: Mutex::new(journal),
+            cluster: Mutex::new(None),
         })
+    }
+
+    /// Set by the step that fetched the cluster's credentials (identity phase); read by the kubelet steps.
+    pub fn set_cluster_endpoint(&self, ep: ClusterEndpoint) {
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(ep);
+    }
+
+    /// The cluster endpoint found so far in this run, if any.
+    pub fn cluster_endpoint(&self) -> Option<ClusterEndpoint> {
+        self.cluster.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn journal(&self) -> MutexGuard<'_, Journal> {
