@@ -117,7 +117,12 @@ impl<'a> Normalizer<'a> {
     }
 
     /// Normalises `value` against `schema`; `None` means "drop this key".
-    pub(super) fn normalize(&mut self, value: Value, schema: &'a Value, path: &str) -> Option<Value> {
+    pub(super) fn normalize(
+        &mut self,
+        value: Value,
+        schema: &'a Value,
+        path: &str,
+    ) -> Option<Value> {
         let schema = self.resolve(schema);
         if value.is_null() {
             return None;
@@ -133,10 +138,7 @@ impl<'a> Normalizer<'a> {
                 let canonical = if props.contains_key(&key) {
                     Some(key.clone())
                 } else {
-                    props
-                        .keys()
-                        .find(|k| k.eq_ignore_ascii_case(&key))
-                        .cloned()
+                    props.keys().find(|k| k.eq_ignore_ascii_case(&key)).cloned()
                 };
                 let Some(canonical) = canonical else {
                     self.warnings.push(unknown_key_warning(path, &key, props));
@@ -267,11 +269,93 @@ fn unknown_key_warning(path: &str, key: &str, known: &Map<String, Value>) -> Str
         None => {
             let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
             names.sort_unstable();
-            let at = if path.is_empty() { "the top level" } else { path };
+            let at = if path.is_empty() {
+                "the top level"
+            } else {
+                path
+            };
             format!(
                 "unknown key `{full}` is ignored; known keys in {at}: {}",
                 names.join(", ")
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "outer": {"anyOf": [{"$ref": "#/$defs/Outer"}, {"type": "null"}]}
+            },
+            "$defs": {
+                "Outer": {
+                    "type": "object",
+                    "properties": {
+                        "maxPods": {"type": ["integer", "null"], "format": "int64"},
+                        "small": {"type": ["integer", "null"], "format": "uint8"},
+                        "secret": {"type": ["string", "null"], "writeOnly": true},
+                        "labels": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}
+                    }
+                }
+            }
+        })
+    }
+
+    fn run(v: Value) -> (Option<Value>, Normalizer<'static>) {
+        let s: &'static Value = Box::leak(Box::new(schema()));
+        let mut n = Normalizer::new(s);
+        let out = n.normalize(v, s, "");
+        (out, n)
+    }
+
+    #[test]
+    fn struct_keys_are_canonicalised_map_keys_kept() {
+        let (out, n) = run(json!({"OUTER": {"MAXPODS": 3, "labels": {"A.b/C": "x"}}}));
+        assert_eq!(
+            out,
+            Some(json!({"outer": {"maxPods": 3, "labels": {"A.b/C": "x"}}}))
+        );
+        assert!(n.problems.is_empty() && n.warnings.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_dropped_with_a_suggestion() {
+        let (out, n) = run(json!({"outer": {"maxPod": 3}}));
+        assert_eq!(out, Some(json!({"outer": {}})));
+        assert_eq!(
+            n.warnings,
+            ["unknown key `outer.maxPod` is ignored; did you mean `outer.maxPods`?"]
+        );
+        let (_, n) = run(json!({"zzz": 1}));
+        assert!(
+            n.warnings[0].contains("known keys in the top level: outer"),
+            "{:?}",
+            n.warnings
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_ranges_are_problems_and_secrets_are_redacted() {
+        let (out, n) = run(json!({"outer": {"small": 300, "secret": 5, "labels": {"k": 1}}}));
+        assert_eq!(out, Some(json!({"outer": {"labels": {}}})));
+        let fields: Vec<_> = n.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["outer.small", "outer.secret", "outer.labels[\"k\"]"]
+        );
+        assert!(n.problems[0].expected.contains("between 0 and 255"));
+        assert_eq!(n.problems[1].value, None);
+    }
+
+    #[test]
+    fn nulls_mean_unset() {
+        let (out, _) = run(json!({"outer": {"maxPods": null}}));
+        assert_eq!(out, Some(json!({"outer": {}})));
     }
 }

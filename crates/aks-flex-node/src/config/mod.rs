@@ -144,11 +144,7 @@ pub fn load_str(text: &str, origin: &str, opts: &LoadOptions) -> Result<Loaded, 
     load_inner(text, origin, opts).map(|(l, _)| l)
 }
 
-fn load_inner(
-    text: &str,
-    origin: &str,
-    opts: &LoadOptions,
-) -> Result<(Loaded, bool), ConfigError> {
+fn load_inner(text: &str, origin: &str, opts: &LoadOptions) -> Result<(Loaded, bool), ConfigError> {
     let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         let full = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
@@ -162,17 +158,20 @@ fn load_inner(
     })?;
     let schema = schema_value();
     let mut norm = keys::Normalizer::new(schema);
-    let normalized = if raw.is_object() {
-        norm.normalize(raw, schema, "")
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default()))
-    } else {
-        norm.problems.push(Problem {
-            field: "(top level)".into(),
-            value: Some(keys::show(&raw)),
-            expected: "is not a JSON object; expected { \"azure\": {...}, ... }".into(),
+    if !raw.is_object() {
+        // Nothing below the top level can be checked; further "missing" problems would be noise.
+        return Err(ConfigError::Invalid {
+            origin: origin.to_string(),
+            problems: vec![Problem {
+                field: "(top level)".into(),
+                value: Some(keys::show(&raw)),
+                expected: "is not a JSON object; expected { \"azure\": {...}, ... }".into(),
+            }],
         });
-        serde_json::Value::Object(Default::default())
-    };
+    }
+    let normalized = norm
+        .normalize(raw, schema, "")
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
     let mut problems = norm.problems;
     let mut warnings = norm.warnings;
     let parsed: file::ConfigFile = match serde_json::from_value(normalized) {

@@ -499,3 +499,36 @@ pub struct ArtifactsConfig {
     /// Mirror base URL (http or https).
     pub mirror: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_prints() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
+        assert_eq!(
+            serde_json::to_string(&s).ok().as_deref(),
+            Some("\"<redacted>\"")
+        );
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn enums_parse_case_insensitively() {
+        assert_eq!(
+            Cloud::parse(" azurechinacloud "),
+            Some(Cloud::AzureChinaCloud)
+        );
+        assert_eq!(Cloud::parse("public"), None);
+        assert_eq!(LogLevel::parse("WARN"), Some(LogLevel::Warning));
+        assert_eq!(LogLevel::parse("trace"), None);
+        assert_eq!(
+            serde_json::to_string(&Cloud::AzureUSGovernmentCloud)
+                .ok()
+                .as_deref(),
+            Some("\"AzureUSGovernmentCloud\"")
+        );
+    }
+}
