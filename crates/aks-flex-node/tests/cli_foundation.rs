@@ -50,7 +50,10 @@ struct Node {
 
 fn snapshot(root: &Path, with_stamps: bool) -> BTreeMap<String, Node> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>, stamps: bool) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let p = e.path();
@@ -66,11 +69,17 @@ fn snapshot(root: &Path, with_stamps: bool) -> BTreeMap<String, Node> {
                 (0, 0, 0)
             };
             let (kind, content) = if m.file_type().is_symlink() {
-                ("link", std::fs::read_link(&p).unwrap().display().to_string())
+                (
+                    "link",
+                    std::fs::read_link(&p).unwrap().display().to_string(),
+                )
             } else if m.is_dir() {
                 ("dir", String::new())
             } else {
-                ("file", hex::encode(Sha256::digest(std::fs::read(&p).unwrap())))
+                (
+                    "file",
+                    hex::encode(Sha256::digest(std::fs::read(&p).unwrap())),
+                )
             };
             out.insert(
                 rel,
@@ -96,7 +105,7 @@ fn snapshot(root: &Path, with_stamps: bool) -> BTreeMap<String, Node> {
 fn machine() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let r = d.path();
-    for dir in ["etc/sysctl.d", "proc", "var/lib"] {
+    for dir in ["etc/sysctl.d", "proc", "var/lib", "var/log"] {
         std::fs::create_dir_all(r.join(dir)).unwrap();
     }
     std::fs::write(
@@ -104,7 +113,11 @@ fn machine() -> tempfile::TempDir {
         "UUID=abc / ext4 defaults 0 1\n/swap.img\tnone\tswap\tsw\t0\t0\n",
     )
     .unwrap();
-    std::fs::write(r.join("etc/sysctl.d/10-user.conf"), "vm.max_map_count = 262144\n").unwrap();
+    std::fs::write(
+        r.join("etc/sysctl.d/10-user.conf"),
+        "vm.max_map_count = 262144\n",
+    )
+    .unwrap();
     std::fs::write(
         r.join("proc/swaps"),
         "Filename\tType\tSize\tUsed\tPriority\n/swap.img file 2097148 0 -2\n",
@@ -132,7 +145,11 @@ fn version_prints_the_originals_four_lines_without_a_config() {
 fn missing_config_is_a_usage_error_naming_the_file() {
     let r = run(&["plan", "--config", "/nonexistent/config.json"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("/nonexistent/config.json"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("/nonexistent/config.json"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -169,9 +186,25 @@ fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
     let cfg = cfg.to_str().unwrap();
     let before = snapshot(m.path(), false);
 
-    let first = run(&["bootstrap", "--only", "SystemConfigured", "--root", root, "--config", cfg]);
-    assert_eq!(first.code, 0, "stdout:\n{}\nstderr:\n{}", first.stdout, first.stderr);
-    assert!(first.stdout.contains("SystemConfigured"), "{}", first.stdout);
+    let first = run(&[
+        "bootstrap",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(
+        first.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        first.stdout, first.stderr
+    );
+    assert!(
+        first.stdout.contains("SystemConfigured"),
+        "{}",
+        first.stdout
+    );
     let fstab = std::fs::read_to_string(m.path().join("etc/fstab")).unwrap();
     assert!(fstab.contains("# disabled by aks-flex-node"), "{fstab}");
     assert!(m.path().join("etc/sysctl.d/999-sysctl-aks.conf").exists());
@@ -179,16 +212,42 @@ fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
 
     // Second run: an empty plan and not a single write (inode and mtime of every file unchanged).
     let converged = snapshot(m.path(), true);
-    let second = run(&["bootstrap", "--only", "SystemConfigured", "--root", root, "--config", cfg]);
+    let second = run(&[
+        "bootstrap",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg,
+    ]);
     assert_eq!(second.code, 0, "{}", second.stderr);
-    assert_eq!(converged, snapshot(m.path(), true), "second bootstrap wrote something");
-    let plan = run(&["plan", "-o", "json", "--only", "SystemConfigured", "--root", root, "--config", cfg]);
+    assert_eq!(
+        converged,
+        snapshot(m.path(), true),
+        "second bootstrap wrote something"
+    );
+    let plan = run(&[
+        "plan",
+        "-o",
+        "json",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg,
+    ]);
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(v["converged"], true, "{v}");
 
     let undo = run(&["unbootstrap", "--root", root, "--config", cfg]);
-    assert_eq!(undo.code, 0, "stdout:\n{}\nstderr:\n{}", undo.stdout, undo.stderr);
+    assert_eq!(
+        undo.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        undo.stdout, undo.stderr
+    );
     let after = snapshot(m.path(), false);
     assert_eq!(before, after, "unbootstrap did not restore the root");
 }
@@ -199,7 +258,17 @@ fn plan_json_has_the_documented_shape_and_changes_nothing() {
     let root = m.path().to_str().unwrap();
     let cfg = fixture("seed-example.json");
     let before = snapshot(m.path(), true);
-    let r = run(&["plan", "-o", "json", "--only", "SystemConfigured", "--root", root, "--config", cfg.to_str().unwrap()]);
+    let r = run(&[
+        "plan",
+        "-o",
+        "json",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(before, snapshot(m.path(), true), "plan wrote to the root");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
@@ -207,7 +276,10 @@ fn plan_json_has_the_documented_shape_and_changes_nothing() {
     assert_eq!(v["kind"], "Plan");
     assert_eq!(v["converged"], false);
     let steps = v["steps"].as_array().unwrap();
-    let sc = steps.iter().find(|s| s["name"] == "SystemConfigured").unwrap();
+    let sc = steps
+        .iter()
+        .find(|s| s["name"] == "SystemConfigured")
+        .unwrap();
     assert_eq!(sc["phase"], "installation");
     assert_eq!(sc["status"], "changes");
     let actions = sc["actions"].as_array().unwrap();
@@ -218,10 +290,27 @@ fn plan_json_has_the_documented_shape_and_changes_nothing() {
     assert_eq!(sysctl["type"], "writeFile");
     assert_eq!(sysctl["mode"], "0644");
     assert_eq!(sysctl["change"], "create");
-    assert!(sysctl["diff"].as_str().unwrap().contains("+net.ipv4.ip_forward = 1"));
-    assert!(actions.iter().any(|a| a["type"] == "custom" && a["kind"] == "swapoff"));
+    assert!(sysctl["diff"]
+        .as_str()
+        .unwrap()
+        .contains("+net.ipv4.ip_forward = 1"));
+    assert!(actions
+        .iter()
+        .any(|a| a["type"] == "custom" && a["kind"] == "swapoff"));
     // A skipped phase is listed as skipped, with no actions.
-    let r = run(&["plan", "-o", "json", "--skip-phase", "installation", "--only", "SystemConfigured", "--root", root, "--config", cfg.to_str().unwrap()]);
+    let r = run(&[
+        "plan",
+        "-o",
+        "json",
+        "--skip-phase",
+        "installation",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["steps"][0]["status"], "skipped");
     assert_eq!(v["converged"], true);
@@ -230,7 +319,13 @@ fn plan_json_has_the_documented_shape_and_changes_nothing() {
 #[test]
 fn only_rejects_unknown_steps() {
     let cfg = fixture("seed-example.json");
-    let r = run(&["plan", "--only", "NoSuchStep", "--config", cfg.to_str().unwrap()]);
+    let r = run(&[
+        "plan",
+        "--only",
+        "NoSuchStep",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("SystemConfigured"), "{}", r.stderr);
 }
@@ -244,13 +339,36 @@ fn interrupted_bootstrap_resumes_and_still_undoes_exactly() {
     let before = snapshot(m.path(), false);
     // Simulate a crash after the first write: run once, then damage the result as a half-finished
     // run would leave it (sysctl file missing), and re-run.
-    assert_eq!(run(&["bootstrap", "--only", "SystemConfigured", "--root", root, "--config", cfg]).code, 0);
+    assert_eq!(
+        run(&[
+            "bootstrap",
+            "--only",
+            "SystemConfigured",
+            "--root",
+            root,
+            "--config",
+            cfg
+        ])
+        .code,
+        0
+    );
     std::fs::remove_file(m.path().join("etc/sysctl.d/999-sysctl-aks.conf")).unwrap();
-    let again = run(&["bootstrap", "--only", "SystemConfigured", "--root", root, "--config", cfg]);
+    let again = run(&[
+        "bootstrap",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg,
+    ]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(again.stdout.contains("applied"), "{}", again.stdout);
     assert!(m.path().join("etc/sysctl.d/999-sysctl-aks.conf").exists());
-    assert_eq!(run(&["unbootstrap", "--root", root, "--config", cfg]).code, 0);
+    assert_eq!(
+        run(&["unbootstrap", "--root", root, "--config", cfg]).code,
+        0
+    );
     assert_eq!(before, snapshot(m.path(), false));
 }
 
@@ -267,8 +385,23 @@ fn a_users_changed_file_is_restored_from_backup_on_unbootstrap() {
     )
     .unwrap();
     let before = snapshot(m.path(), false);
-    assert_eq!(run(&["bootstrap", "--only", "SystemConfigured", "--root", root, "--config", cfg]).code, 0);
+    assert_eq!(
+        run(&[
+            "bootstrap",
+            "--only",
+            "SystemConfigured",
+            "--root",
+            root,
+            "--config",
+            cfg
+        ])
+        .code,
+        0
+    );
     assert_ne!(before, snapshot(m.path(), false));
-    assert_eq!(run(&["unbootstrap", "--root", root, "--config", cfg]).code, 0);
+    assert_eq!(
+        run(&["unbootstrap", "--root", root, "--config", cfg]).code,
+        0
+    );
     assert_eq!(before, snapshot(m.path(), false));
 }
