@@ -55,7 +55,14 @@ pub enum Command {
     ///
     /// Examples:
     ///   aks-flex-node agent --config /etc/aks-flex-node/config.json
-    Agent,
+    Agent {
+        /// Skip a phase (repeatable), as for bootstrap.
+        #[arg(long = "skip-phase", value_name = "PHASE")]
+        skip_phase: Vec<Phase>,
+        /// Run only the named step(s) (repeatable).
+        #[arg(long = "only", value_name = "STEP")]
+        only: Vec<String>,
+    },
 
     /// Bootstrap once and exit (cloud-init, CI, tests).
     ///

@@ -405,3 +405,37 @@ fn a_users_changed_file_is_restored_from_backup_on_unbootstrap() {
     );
     assert_eq!(before, snapshot(m.path(), false));
 }
+
+#[test]
+fn agent_stops_cleanly_on_sigterm_with_exit_0() {
+    use std::io::{BufRead, BufReader};
+    let m = machine();
+    let cfg = fixture("seed-example.json");
+    let mut child = bin()
+        .args(["agent", "--only", "SystemConfigured", "--root"])
+        .arg(m.path())
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is in daemon mode (bootstrap done), then ask it to stop as systemd would.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 || std::time::Instant::now() > deadline {
+            panic!("agent never reached daemon mode");
+        }
+        if line.contains("running as daemon") {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "agent exit status {status:?}");
+    assert!(m.path().join("etc/sysctl.d/999-sysctl-aks.conf").exists());
+}

@@ -117,10 +117,13 @@ pub async fn unbootstrap(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
 
 /// Bootstrap, then stay up and re-converge every two minutes so drift is repaired. A healthy node is
 /// left alone: a converged plan writes and restarts nothing. SIGTERM/SIGINT end it cleanly (exit 0).
-pub async fn agent(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
+pub async fn agent(
+    cfg: Arc<Config>,
+    host: Arc<Host>,
+    skip: BTreeSet<Phase>,
+    steps: Vec<Box<dyn Step>>,
+) -> CmdResult {
     let ctx = context(cfg, host)?;
-    let steps = steps::all_steps();
-    let skip = BTreeSet::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     tokio::select! {

@@ -122,7 +122,9 @@ async fn dispatch(cli: Cli) -> CmdResult {
             bootstrap::bootstrap(cfg, host, skip(skip_phase), select(&only)?).await
         }
         Command::Unbootstrap => bootstrap::unbootstrap(cfg, host).await,
-        Command::Agent => bootstrap::agent(cfg, host).await,
+        Command::Agent { skip_phase, only } => {
+            bootstrap::agent(cfg, host, skip(skip_phase), select(&only)?).await
+        }
         _ => unreachable!("handled above"),
     }
 }
