@@ -562,7 +562,11 @@ pub(crate) fn machine_json(world: &World, m: &Machine) -> Value {
         ("osVersion", Value::Null),
         ("osType", json!("linux")),
         ("vmId", json!(m.vm_id)),
-        ("clientPublicKey", Value::Null),
+        (
+            "clientPublicKey",
+            json!(base64::engine::general_purpose::STANDARD
+                .encode(format!("emulated-key-{}", m.vm_id))),
+        ),
         ("mssqlDiscovered", json!("false")),
         (
             "detectedProperties",
