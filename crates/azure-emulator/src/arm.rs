@@ -134,7 +134,7 @@ fn parse_route(path: &str) -> Option<Route> {
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_decode(s))
+        .map(percent_decode)
         .collect();
     // Authorization resources can sit under any scope: find the last provider segment.
     if let Some(i) = (0..segs.len().saturating_sub(2))
