@@ -55,7 +55,14 @@ pub enum Command {
     ///
     /// Examples:
     ///   aks-flex-node agent --config /etc/aks-flex-node/config.json
-    Agent,
+    Agent {
+        /// Skip a phase (repeatable), as for bootstrap.
+        #[arg(long = "skip-phase", value_name = "PHASE")]
+        skip_phase: Vec<Phase>,
+        /// Run only the named step(s) (repeatable).
+        #[arg(long = "only", value_name = "STEP")]
+        only: Vec<String>,
+    },
 
     /// Bootstrap once and exit (cloud-init, CI, tests).
     ///
@@ -66,6 +73,9 @@ pub enum Command {
         /// Skip a phase (repeatable). Skipping `identity` makes no Azure call at all.
         #[arg(long = "skip-phase", value_name = "PHASE")]
         skip_phase: Vec<Phase>,
+        /// Run only the named step(s) (repeatable), e.g. `--only SystemConfigured`.
+        #[arg(long = "only", value_name = "STEP")]
+        only: Vec<String>,
     },
 
     /// Undo everything bootstrap did, in reverse order, Azure side included.
@@ -82,6 +92,9 @@ pub enum Command {
         /// Skip a phase (repeatable), as for bootstrap.
         #[arg(long = "skip-phase", value_name = "PHASE")]
         skip_phase: Vec<Phase>,
+        /// Plan only the named step(s) (repeatable).
+        #[arg(long = "only", value_name = "STEP")]
+        only: Vec<String>,
     },
 
     /// Show node, runtime and Arc status (not implemented yet).
@@ -151,7 +164,7 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Command::Bootstrap { skip_phase } => {
+            Command::Bootstrap { skip_phase, .. } => {
                 assert_eq!(skip_phase, vec![Phase::Identity, Phase::Activation])
             }
             other => panic!("{other:?}"),

@@ -8,7 +8,7 @@ use super::{CliError, CmdResult};
 use crate::cli::Output;
 use crate::config::Config;
 use crate::host::Host;
-use crate::steps::{self, Context, Phase, StepOutcome, StepReport};
+use crate::steps::{self, Context, Phase, Step, StepOutcome, StepReport};
 
 /// How often the daemon re-converges (the original's health-check cadence).
 const HEAL_INTERVAL: Duration = Duration::from_secs(120);
@@ -22,9 +22,10 @@ pub async fn plan(
     host: Arc<Host>,
     output: Output,
     skip: BTreeSet<Phase>,
+    steps: Vec<Box<dyn Step>>,
 ) -> CmdResult {
     let ctx = context(cfg, host)?;
-    let plan = steps::plan(&ctx, &steps::all_steps(), &skip)
+    let plan = steps::plan(&ctx, &steps, &skip)
         .await
         .map_err(CliError::failed)?;
     match output {
@@ -70,9 +71,13 @@ fn print_reports(reports: &[StepReport]) {
     }
 }
 
-pub async fn bootstrap(cfg: Arc<Config>, host: Arc<Host>, skip: BTreeSet<Phase>) -> CmdResult {
+pub async fn bootstrap(
+    cfg: Arc<Config>,
+    host: Arc<Host>,
+    skip: BTreeSet<Phase>,
+    steps: Vec<Box<dyn Step>>,
+) -> CmdResult {
     let ctx = context(cfg, host)?;
-    let steps = steps::all_steps();
     let (reports, result) = tokio::select! {
         r = steps::bootstrap(&ctx, &steps, &skip) => r,
         _ = shutdown_signal() => {
@@ -112,10 +117,13 @@ pub async fn unbootstrap(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
 
 /// Bootstrap, then stay up and re-converge every two minutes so drift is repaired. A healthy node is
 /// left alone: a converged plan writes and restarts nothing. SIGTERM/SIGINT end it cleanly (exit 0).
-pub async fn agent(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
+pub async fn agent(
+    cfg: Arc<Config>,
+    host: Arc<Host>,
+    skip: BTreeSet<Phase>,
+    steps: Vec<Box<dyn Step>>,
+) -> CmdResult {
     let ctx = context(cfg, host)?;
-    let steps = steps::all_steps();
-    let skip = BTreeSet::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     tokio::select! {

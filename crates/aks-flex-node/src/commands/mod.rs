@@ -113,20 +113,45 @@ async fn dispatch(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Config(ConfigCommand::Validate) => config_cmd::validate(&cli.config, &cfg),
         Command::Config(ConfigCommand::Show) => config_cmd::show(&cfg),
-        Command::Plan { output, skip_phase } => {
-            bootstrap::plan(cfg, host, output, skip(skip_phase)).await
-        }
-        Command::Bootstrap { skip_phase } => {
-            bootstrap::bootstrap(cfg, host, skip(skip_phase)).await
+        Command::Plan {
+            output,
+            skip_phase,
+            only,
+        } => bootstrap::plan(cfg, host, output, skip(skip_phase), select(&only)?).await,
+        Command::Bootstrap { skip_phase, only } => {
+            bootstrap::bootstrap(cfg, host, skip(skip_phase), select(&only)?).await
         }
         Command::Unbootstrap => bootstrap::unbootstrap(cfg, host).await,
-        Command::Agent => bootstrap::agent(cfg, host).await,
+        Command::Agent { skip_phase, only } => {
+            bootstrap::agent(cfg, host, skip(skip_phase), select(&only)?).await
+        }
         _ => unreachable!("handled above"),
     }
 }
 
 fn skip(phases: Vec<crate::steps::Phase>) -> BTreeSet<crate::steps::Phase> {
     phases.into_iter().collect()
+}
+
+/// The steps to run: all, or those named with `--only` (an unknown name is a usage error).
+fn select(only: &[String]) -> Result<Vec<Box<dyn crate::steps::Step>>, CliError> {
+    let all = crate::steps::all_steps();
+    if only.is_empty() {
+        return Ok(all);
+    }
+    let names: Vec<&str> = all.iter().map(|s| s.name()).collect();
+    for o in only {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(o)) {
+            return Err(CliError::usage(anyhow::anyhow!(
+                "--only {o}: no such step; steps are: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|s| only.iter().any(|o| o.eq_ignore_ascii_case(s.name())))
+        .collect())
 }
 
 fn command_name(c: &Command) -> &'static str {

@@ -1,0 +1,37 @@
+# aks-flex-node developer targets. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help build release test lint fmt demo bench e2e clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+build: ## Debug build of the agent and the emulator
+	$(CARGO) build --workspace
+
+release: ## Optimised binaries in target/release
+	$(CARGO) build --workspace --release
+
+test: ## Unit, golden, property and integration tests (the default suite, a few minutes)
+	$(CARGO) test --workspace --no-fail-fast
+
+lint: ## Formatting check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+demo: ## Bootstrap a sandbox node against the built-in Azure emulator (no Azure account needed)
+	bash scripts/demo.sh
+
+bench: ## Benchmarks (install speed vs. the curl+sha256sum+tar floor, 200-agent scale simulation)
+	bash scripts/bench.sh
+
+e2e: ## Slow end-to-end suites (ignored by `make test`)
+	$(CARGO) test --workspace -- --ignored
+
+clean: ## Remove build output and demo state
+	$(CARGO) clean
+	rm -rf .demo

@@ -1,0 +1,441 @@
+//! The CLI contract and the engine's promises, through the real binary in a sandbox root:
+//! bootstrap converges, a second run writes nothing, unbootstrap restores the root exactly.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_aks-flex-node"));
+    c.env_remove("AKS_FLEX_NODE_CONFIG")
+        .env_remove("JOURNAL_STREAM")
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(name)
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str]) -> Run {
+    let out = bin().args(args).output().expect("run aks-flex-node");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Everything about a tree that a write could change: type, mode, owner, content, link target,
+/// and for files also inode and mtime (so a rewrite with identical bytes is still detected).
+#[derive(Debug, PartialEq, Eq, Clone)]
+struct Node {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    content: String,
+    stamp: (u64, i64, i64),
+}
+
+fn snapshot(root: &Path, with_stamps: bool) -> BTreeMap<String, Node> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>, stamps: bool) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            // The agent's own log is kept on purpose (operators need it after unbootstrap).
+            if rel == "var/log/aks-flex-node" || rel.starts_with("var/log/aks-flex-node/") {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let stamp = if stamps && m.is_file() {
+                (m.ino(), m.mtime(), m.mtime_nsec())
+            } else {
+                (0, 0, 0)
+            };
+            let (kind, content) = if m.file_type().is_symlink() {
+                (
+                    "link",
+                    std::fs::read_link(&p).unwrap().display().to_string(),
+                )
+            } else if m.is_dir() {
+                ("dir", String::new())
+            } else {
+                (
+                    "file",
+                    hex::encode(Sha256::digest(std::fs::read(&p).unwrap())),
+                )
+            };
+            out.insert(
+                rel,
+                Node {
+                    kind,
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    content,
+                    stamp,
+                },
+            );
+            if m.is_dir() {
+                walk(root, &p, out, stamps);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out, with_stamps);
+    out
+}
+
+/// A root that looks like a small Ubuntu machine with swap on.
+fn machine() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    for dir in ["etc/sysctl.d", "proc", "var/lib", "var/log"] {
+        std::fs::create_dir_all(r.join(dir)).unwrap();
+    }
+    std::fs::write(
+        r.join("etc/fstab"),
+        "UUID=abc / ext4 defaults 0 1\n/swap.img\tnone\tswap\tsw\t0\t0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("etc/sysctl.d/10-user.conf"),
+        "vm.max_map_count = 262144\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("proc/swaps"),
+        "Filename\tType\tSize\tUsed\tPriority\n/swap.img file 2097148 0 -2\n",
+    )
+    .unwrap();
+    d
+}
+
+#[test]
+fn version_prints_the_originals_four_lines_without_a_config() {
+    let r = run(&["version", "--config", "/nonexistent.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0], "AKS Flex Node Agent");
+    assert!(lines[1].starts_with("Version: "));
+    assert!(lines[2].starts_with("Git Commit: "));
+    assert!(lines[3].starts_with("Build Time: "));
+    let j = run(&["version", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
+    assert!(v["version"].is_string() && v["gitCommit"].is_string());
+}
+
+#[test]
+fn missing_config_is_a_usage_error_naming_the_file() {
+    let r = run(&["plan", "--config", "/nonexistent/config.json"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("/nonexistent/config.json"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn unimplemented_commands_say_so_and_exit_2() {
+    for cmd in ["status", "preflight"] {
+        let r = run(&[cmd]);
+        assert_eq!(r.code, 2, "{cmd}");
+        assert!(r.stderr.contains("not implemented"), "{cmd}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    assert_eq!(run(&["bootstrap", "--skip-phase", "everything"]).code, 2);
+    assert_eq!(run(&["no-such-command"]).code, 2);
+}
+
+#[test]
+fn schema_and_completions_need_no_config() {
+    let r = run(&["config", "schema", "--config", "/nonexistent.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(v["properties"]["azure"].is_object(), "{v}");
+    let c = run(&["completions", "bash"]);
+    assert_eq!(c.code, 0);
+    assert!(c.stdout.contains("aks-flex-node"));
+}
+
+#[test]
+fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
+    let m = machine();
+    let root = m.path().to_str().unwrap();
+    let cfg = fixture("seed-example.json");
+    let cfg = cfg.to_str().unwrap();
+    let before = snapshot(m.path(), false);
+
+    let first = run(&[
+        "bootstrap",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(
+        first.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        first.stdout, first.stderr
+    );
+    assert!(
+        first.stdout.contains("SystemConfigured"),
+        "{}",
+        first.stdout
+    );
+    let fstab = std::fs::read_to_string(m.path().join("etc/fstab")).unwrap();
+    assert!(fstab.contains("# disabled by aks-flex-node"), "{fstab}");
+    assert!(m.path().join("etc/sysctl.d/999-sysctl-aks.conf").exists());
+    assert!(m.path().join("var/lib/aks-flex-node/journal.json").exists());
+
+    // Second run: an empty plan and not a single write (inode and mtime of every file unchanged).
+    let converged = snapshot(m.path(), true);
+    let second = run(&[
+        "bootstrap",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert_eq!(
+        converged,
+        snapshot(m.path(), true),
+        "second bootstrap wrote something"
+    );
+    let plan = run(&[
+        "plan",
+        "-o",
+        "json",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(v["converged"], true, "{v}");
+
+    let undo = run(&["unbootstrap", "--root", root, "--config", cfg]);
+    assert_eq!(
+        undo.code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        undo.stdout, undo.stderr
+    );
+    let after = snapshot(m.path(), false);
+    assert_eq!(before, after, "unbootstrap did not restore the root");
+}
+
+#[test]
+fn plan_json_has_the_documented_shape_and_changes_nothing() {
+    let m = machine();
+    let root = m.path().to_str().unwrap();
+    let cfg = fixture("seed-example.json");
+    let before = snapshot(m.path(), true);
+    let r = run(&[
+        "plan",
+        "-o",
+        "json",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(before, snapshot(m.path(), true), "plan wrote to the root");
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["apiVersion"], "aks-flex-node/v1");
+    assert_eq!(v["kind"], "Plan");
+    assert_eq!(v["converged"], false);
+    let steps = v["steps"].as_array().unwrap();
+    let sc = steps
+        .iter()
+        .find(|s| s["name"] == "SystemConfigured")
+        .unwrap();
+    assert_eq!(sc["phase"], "installation");
+    assert_eq!(sc["status"], "changes");
+    let actions = sc["actions"].as_array().unwrap();
+    let sysctl = actions
+        .iter()
+        .find(|a| a["path"] == "/etc/sysctl.d/999-sysctl-aks.conf")
+        .unwrap();
+    assert_eq!(sysctl["type"], "writeFile");
+    assert_eq!(sysctl["mode"], "0644");
+    assert_eq!(sysctl["change"], "create");
+    assert!(sysctl["diff"]
+        .as_str()
+        .unwrap()
+        .contains("+net.ipv4.ip_forward = 1"));
+    assert!(actions
+        .iter()
+        .any(|a| a["type"] == "custom" && a["kind"] == "swapoff"));
+    // A skipped phase is listed as skipped, with no actions.
+    let r = run(&[
+        "plan",
+        "-o",
+        "json",
+        "--skip-phase",
+        "installation",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["steps"][0]["status"], "skipped");
+    assert_eq!(v["converged"], true);
+}
+
+#[test]
+fn only_rejects_unknown_steps() {
+    let cfg = fixture("seed-example.json");
+    let r = run(&[
+        "plan",
+        "--only",
+        "NoSuchStep",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("SystemConfigured"), "{}", r.stderr);
+}
+
+#[test]
+fn interrupted_bootstrap_resumes_and_still_undoes_exactly() {
+    let m = machine();
+    let root = m.path().to_str().unwrap();
+    let cfg = fixture("seed-example.json");
+    let cfg = cfg.to_str().unwrap();
+    let before = snapshot(m.path(), false);
+    // Simulate a crash after the first write: run once, then damage the result as a half-finished
+    // run would leave it (sysctl file missing), and re-run.
+    assert_eq!(
+        run(&[
+            "bootstrap",
+            "--only",
+            "SystemConfigured",
+            "--root",
+            root,
+            "--config",
+            cfg
+        ])
+        .code,
+        0
+    );
+    std::fs::remove_file(m.path().join("etc/sysctl.d/999-sysctl-aks.conf")).unwrap();
+    let again = run(&[
+        "bootstrap",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stdout.contains("applied"), "{}", again.stdout);
+    assert!(m.path().join("etc/sysctl.d/999-sysctl-aks.conf").exists());
+    assert_eq!(
+        run(&["unbootstrap", "--root", root, "--config", cfg]).code,
+        0
+    );
+    assert_eq!(before, snapshot(m.path(), false));
+}
+
+#[test]
+fn a_users_changed_file_is_restored_from_backup_on_unbootstrap() {
+    let m = machine();
+    let root = m.path().to_str().unwrap();
+    let cfg = fixture("seed-example.json");
+    let cfg = cfg.to_str().unwrap();
+    // The user already had a file at our path; we overwrite it and must give it back.
+    std::fs::write(
+        m.path().join("etc/sysctl.d/999-sysctl-aks.conf"),
+        "# the user's own\nnet.ipv4.ip_forward = 0\n",
+    )
+    .unwrap();
+    let before = snapshot(m.path(), false);
+    assert_eq!(
+        run(&[
+            "bootstrap",
+            "--only",
+            "SystemConfigured",
+            "--root",
+            root,
+            "--config",
+            cfg
+        ])
+        .code,
+        0
+    );
+    assert_ne!(before, snapshot(m.path(), false));
+    assert_eq!(
+        run(&["unbootstrap", "--root", root, "--config", cfg]).code,
+        0
+    );
+    assert_eq!(before, snapshot(m.path(), false));
+}
+
+#[test]
+fn agent_stops_cleanly_on_sigterm_with_exit_0() {
+    use std::io::{BufRead, BufReader};
+    let m = machine();
+    let cfg = fixture("seed-example.json");
+    let mut child = bin()
+        .args(["agent", "--only", "SystemConfigured", "--root"])
+        .arg(m.path())
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is in daemon mode (bootstrap done), then ask it to stop as systemd would.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 || std::time::Instant::now() > deadline {
+            panic!("agent never reached daemon mode");
+        }
+        if line.contains("running as daemon") {
+            break;
+        }
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "agent exit status {status:?}");
+    assert!(m.path().join("etc/sysctl.d/999-sysctl-aks.conf").exists());
+}
