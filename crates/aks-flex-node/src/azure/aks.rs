@@ -27,7 +27,9 @@ pub async fn get_cluster(arm: &ArmClient, resource_id: &str) -> Result<ClusterIn
         })?;
     let p = &v["properties"];
     Ok(ClusterInfo {
-        azure_rbac: p["aadProfile"]["enableAzureRBAC"].as_bool().unwrap_or(false),
+        azure_rbac: p["aadProfile"]["enableAzureRBAC"]
+            .as_bool()
+            .unwrap_or(false),
         fqdn: p["fqdn"].as_str().map(str::to_string),
         kubernetes_version: p["kubernetesVersion"].as_str().map(str::to_string),
     })
@@ -66,9 +68,8 @@ pub async fn user_credentials(
 ) -> Result<crate::steps::ClusterEndpoint> {
     let path = format!("{resource_id}/listClusterUserCredential");
     let v = arm.post(&path, api::MANAGED_CLUSTERS, None).await?;
-    endpoint_from_credential_result(&v).map_err(|m| {
-        AzureError::Other(format!("listClusterUserCredential for {resource_id}: {m}"))
-    })
+    endpoint_from_credential_result(&v)
+        .map_err(|m| AzureError::Other(format!("listClusterUserCredential for {resource_id}: {m}")))
 }
 
 /// Decode `kubeconfigs[0].value` and keep only the first cluster's server and CA (never the user part).
@@ -111,7 +112,8 @@ fn first_cluster(yaml: &str) -> Option<(String, Option<String>)> {
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        if indent == 0 {
+        // Sequences may sit at column 0 under their key (kubectl writes them so).
+        if indent == 0 && !t.starts_with("- ") {
             if in_clusters && server.is_some() {
                 break;
             }
@@ -121,10 +123,13 @@ fn first_cluster(yaml: &str) -> Option<(String, Option<String>)> {
         if !in_clusters {
             continue;
         }
-        let t = t.strip_prefix("- ").map(|s| {
-            entries += 1;
-            s.trim()
-        }).unwrap_or(t);
+        let t = t
+            .strip_prefix("- ")
+            .map(|s| {
+                entries += 1;
+                s.trim()
+            })
+            .unwrap_or(t);
         if entries > 1 {
             break;
         }
@@ -162,17 +167,29 @@ mod tests {
 
     #[test]
     fn broken_credentials_are_explained() {
-        assert!(endpoint_from_credential_result(&serde_json::json!({})).unwrap_err().contains("no kubeconfig"));
-        let e = endpoint_from_credential_result(&cred("clusters:\n- cluster:\n    server: https://x\n")).unwrap_err();
+        assert!(endpoint_from_credential_result(&serde_json::json!({}))
+            .unwrap_err()
+            .contains("no kubeconfig"));
+        let e = endpoint_from_credential_result(&cred(
+            "clusters:\n- cluster:\n    server: https://x\n",
+        ))
+        .unwrap_err();
         assert!(e.contains("certificate-authority-data"), "{e}");
     }
 
     #[test]
     fn rbac_error_says_how_to_enable_it() {
-        let info = ClusterInfo { azure_rbac: false, fqdn: None, kubernetes_version: None };
+        let info = ClusterInfo {
+            azure_rbac: false,
+            fqdn: None,
+            kubernetes_version: None,
+        };
         let e = require_azure_rbac(&info, "/subscriptions/s/resourceGroups/rg1/providers/Microsoft.ContainerService/managedClusters/c1")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("--resource-group rg1 --name c1") && e.contains("--enable-azure-rbac"), "{e}");
+        assert!(
+            e.contains("--resource-group rg1 --name c1") && e.contains("--enable-azure-rbac"),
+            "{e}"
+        );
     }
 }

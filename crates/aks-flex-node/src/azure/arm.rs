@@ -123,9 +123,10 @@ impl RetryPolicy {
     /// Backoff before retry `n` (1-based): base·2^(n-1), capped, with ±25 % jitter so many agents that were
     /// throttled together do not come back together.
     pub fn backoff(&self, n: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(n.saturating_sub(1).min(20)).unwrap_or(u32::MAX));
+        let exp = self.base_delay.saturating_mul(
+            1u32.checked_shl(n.saturating_sub(1).min(20))
+                .unwrap_or(u32::MAX),
+        );
         let d = exp.min(self.max_delay);
         let jitter = 0.75 + fastrand::f64() * 0.5;
         d.mul_f64(jitter).min(self.max_delay)
@@ -580,7 +581,12 @@ mod tests {
             path: "/p".into(),
         };
         let s = e.to_string();
-        assert!(s.contains("to perform Microsoft.Authorization/roleAssignments/write on /subscriptions/s/rg"), "{s}");
+        assert!(
+            s.contains(
+                "to perform Microsoft.Authorization/roleAssignments/write on /subscriptions/s/rg"
+            ),
+            "{s}"
+        );
         assert!(s.contains("Owner or User Access Administrator"), "{s}");
     }
 
@@ -595,7 +601,8 @@ mod tests {
                 async move {
                     assert_eq!(h.get("authorization").unwrap(), "Bearer tok");
                     match n.fetch_add(1, Ordering::SeqCst) {
-                        0 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "").into_response(),
+                        0 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "")
+                            .into_response(),
                         1 => (StatusCode::SERVICE_UNAVAILABLE, "").into_response(),
                         _ => axum::Json(serde_json::json!({"id":"x"})).into_response(),
                     }
@@ -617,7 +624,9 @@ mod tests {
             axum::routing::put(|| async {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(serde_json::json!({"error":{"code":"ServiceUnavailable","message":"busy"}})),
+                    axum::Json(
+                        serde_json::json!({"error":{"code":"ServiceUnavailable","message":"busy"}}),
+                    ),
                 )
             }),
         );
@@ -638,7 +647,10 @@ mod tests {
         let mut c = client(&base);
         c.policy.max_attempts = 2;
         let e = c.get("/r", "v").await.unwrap_err().to_string();
-        assert!(e.contains("after 2 attempts") && e.contains("cannot connect"), "{e}");
+        assert!(
+            e.contains("after 2 attempts") && e.contains("cannot connect"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
@@ -661,7 +673,10 @@ mod tests {
             ),
         );
         let base = serve(app).await;
-        let v = client(&base).list("/items", "v", Some("atScope()")).await.unwrap();
+        let v = client(&base)
+            .list("/items", "v", Some("atScope()"))
+            .await
+            .unwrap();
         assert_eq!(v, vec![serde_json::json!(1), 2.into(), 3.into()]);
     }
 
@@ -676,11 +691,18 @@ mod tests {
                     let host = h.get("host").unwrap().to_str().unwrap().to_string();
                     (
                         StatusCode::CREATED,
-                        [("azure-asyncoperation", format!("http://{host}/op")), ("retry-after".into(), "0".into())],
-                        axum::Json(serde_json::json!({"properties":{"provisioningState":"Creating"}})),
+                        [
+                            ("azure-asyncoperation", format!("http://{host}/op")),
+                            ("retry-after".into(), "0".into()),
+                        ],
+                        axum::Json(
+                            serde_json::json!({"properties":{"provisioningState":"Creating"}}),
+                        ),
                     )
                 })
-                .get(|| async { axum::Json(serde_json::json!({"properties":{"provisioningState":"Succeeded"}})) }),
+                .get(|| async {
+                    axum::Json(serde_json::json!({"properties":{"provisioningState":"Succeeded"}}))
+                }),
             )
             .route(
                 "/op",
@@ -696,7 +718,10 @@ mod tests {
                 }),
             );
         let base = serve(app).await;
-        let v = client(&base).put("/res", "v", &serde_json::json!({})).await.unwrap();
+        let v = client(&base)
+            .put("/res", "v", &serde_json::json!({}))
+            .await
+            .unwrap();
         assert_eq!(v["properties"]["provisioningState"], "Succeeded");
         assert_eq!(polls.load(Ordering::SeqCst), 3);
     }
@@ -707,17 +732,28 @@ mod tests {
             .route(
                 "/gone",
                 axum::routing::delete(|| async { StatusCode::NO_CONTENT }).get(|| async {
-                    (StatusCode::NOT_FOUND, axum::Json(serde_json::json!({"error":{"code":"ResourceNotFound","message":"no"}})))
+                    (
+                        StatusCode::NOT_FOUND,
+                        axum::Json(
+                            serde_json::json!({"error":{"code":"ResourceNotFound","message":"no"}}),
+                        ),
+                    )
                 }),
             )
             .route(
                 "/slow",
                 axum::routing::delete(|h: HeaderMap| async move {
                     let host = h.get("host").unwrap().to_str().unwrap().to_string();
-                    (StatusCode::ACCEPTED, [("location", format!("http://{host}/loc"))])
+                    (
+                        StatusCode::ACCEPTED,
+                        [("location", format!("http://{host}/loc"))],
+                    )
                 }),
             )
-            .route("/loc", axum::routing::get(|| async { StatusCode::NO_CONTENT }));
+            .route(
+                "/loc",
+                axum::routing::get(|| async { StatusCode::NO_CONTENT }),
+            );
         let base = serve(app).await;
         let c = client(&base);
         assert!(!c.delete("/gone", "v").await.unwrap());

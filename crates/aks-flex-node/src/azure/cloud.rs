@@ -145,13 +145,22 @@ mod tests {
     #[test]
     fn public_cloud_endpoints_and_overrides() {
         let c = CloudEndpoints::of(CloudName::AzurePublicCloud);
-        assert_eq!(c.token_url("t"), "https://login.microsoftonline.com/t/oauth2/v2.0/token");
-        assert_eq!(scope_for(&c.arm_resource), "https://management.azure.com/.default");
+        assert_eq!(
+            c.token_url("t"),
+            "https://login.microsoftonline.com/t/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            scope_for(&c.arm_resource),
+            "https://management.azure.com/.default"
+        );
         let c = c
             .with_overrides(Some("http://127.0.0.1:9/"), Some("http://localhost:9"))
             .unwrap();
         assert_eq!(c.resource_manager, "http://127.0.0.1:9");
-        assert_eq!(c.devicecode_url("t"), "http://localhost:9/t/oauth2/v2.0/devicecode");
+        assert_eq!(
+            c.devicecode_url("t"),
+            "http://localhost:9/t/oauth2/v2.0/devicecode"
+        );
         // The audience stays the cloud's.
         assert_eq!(c.arm_resource, "https://management.azure.com/");
     }
@@ -176,6 +185,9 @@ mod tests {
             .with_overrides(Some("http://arm.example.com"), None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("azure.resourceManagerEndpoint") && err.contains("https"), "{err}");
+        assert!(
+            err.contains("azure.resourceManagerEndpoint") && err.contains("https"),
+            "{err}"
+        );
     }
 }

@@ -246,7 +246,14 @@ impl TokenCredential for AzureCliCredential {
     async fn get_token(&self, resource: &str) -> Result<AccessToken> {
         let who = self.describe();
         let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.args(["account", "get-access-token", "--resource", resource, "-o", "json"]);
+        cmd.args([
+            "account",
+            "get-access-token",
+            "--resource",
+            resource,
+            "-o",
+            "json",
+        ]);
         if let Some(t) = &self.tenant {
             cmd.args(["--tenant", t]);
         }
@@ -271,7 +278,12 @@ impl TokenCredential for AzureCliCredential {
         })?;
         let out = tokio::time::timeout(self.timeout, child.wait_with_output())
             .await
-            .map_err(|_| AzureError::auth(&who, "`az account get-access-token` did not answer within 60s"))?
+            .map_err(|_| {
+                AzureError::auth(
+                    &who,
+                    "`az account get-access-token` did not answer within 60s",
+                )
+            })?
             .map_err(|e| AzureError::auth(&who, format!("`az` failed: {e}")))?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -327,6 +339,10 @@ pub struct DeviceCodeCredential {
 }
 
 impl DeviceCodeCredential {
+    pub fn interactive(&self) -> bool {
+        self.interactive
+    }
+
     /// `interactive`: whether a person can see the terminal (stderr is a TTY).
     pub fn new(
         http: reqwest::Client,
@@ -360,7 +376,10 @@ impl TokenCredential for DeviceCodeCredential {
         let resp = self
             .http
             .post(&self.devicecode_url)
-            .form(&[("client_id", self.client_id.as_str()), ("scope", scope.as_str())])
+            .form(&[
+                ("client_id", self.client_id.as_str()),
+                ("scope", scope.as_str()),
+            ])
             .send()
             .await
             .map_err(|e| http::transport(format!("{who}: device code request"), &e))?;
@@ -380,7 +399,9 @@ impl TokenCredential for DeviceCodeCredential {
             .unwrap_or_else(|| {
                 format!(
                     "To sign in, open {} and enter the code {}",
-                    v.get("verification_uri").and_then(|x| x.as_str()).unwrap_or("?"),
+                    v.get("verification_uri")
+                        .and_then(|x| x.as_str())
+                        .unwrap_or("?"),
                     v.get("user_code").and_then(|x| x.as_str()).unwrap_or("?")
                 )
             });
@@ -391,7 +412,10 @@ impl TokenCredential for DeviceCodeCredential {
             + Duration::from_secs(num(v.get("expires_in")).unwrap_or(900).max(1) as u64);
         loop {
             if tokio::time::Instant::now() > deadline {
-                return Err(AzureError::auth(&who, "the device code expired before sign-in completed: run the command again"));
+                return Err(AzureError::auth(
+                    &who,
+                    "the device code expired before sign-in completed: run the command again",
+                ));
             }
             tokio::time::sleep(interval).await;
             let resp = self
@@ -411,7 +435,9 @@ impl TokenCredential for DeviceCodeCredential {
             }
             match v.get("error").and_then(|e| e.as_str()) {
                 Some("authorization_pending") => {}
-                Some("slow_down") => interval = (interval + Duration::from_secs(5)).min(self.max_interval),
+                Some("slow_down") => {
+                    interval = (interval + Duration::from_secs(5)).min(self.max_interval)
+                }
                 _ => return Err(aad_error(&who, status, &v)),
             }
         }
@@ -458,7 +484,10 @@ impl HimdsCredential {
         let who = self.describe();
         let path = Path::new(realm);
         if !path.is_absolute() {
-            return Err(AzureError::auth(&who, format!("HIMDS pointed at a relative key file {realm:?}")));
+            return Err(AzureError::auth(
+                &who,
+                format!("HIMDS pointed at a relative key file {realm:?}"),
+            ));
         }
         if let Some(dir) = &self.key_dir {
             // A local impostor on the HIMDS port must not make us read and send an arbitrary file.
@@ -473,7 +502,10 @@ impl HimdsCredential {
             AzureError::auth(&who, format!("cannot read the HIMDS key file {realm}: {e} (the agent must run as root or in the himds group)"))
         })?;
         if !meta.is_file() || meta.len() > 4096 {
-            return Err(AzureError::auth(&who, format!("{realm} is not a HIMDS key file")));
+            return Err(AzureError::auth(
+                &who,
+                format!("{realm} is not a HIMDS key file"),
+            ));
         }
         let key = std::fs::read_to_string(path).map_err(|e| {
             AzureError::auth(&who, format!("cannot read the HIMDS key file {realm}: {e} (the agent must run as root or in the himds group)"))
@@ -497,7 +529,9 @@ impl TokenCredential for HimdsCredential {
             .map_err(|e| {
                 let mut err = http::transport(format!("{who}: {}", self.endpoint), &e);
                 if let AzureError::Transport { message, .. } = &mut err {
-                    message.push_str(" (is the Arc agent connected and himdsd running? `azcmagent show`)");
+                    message.push_str(
+                        " (is the Arc agent connected and himdsd running? `azcmagent show`)",
+                    );
                 }
                 err
             })?;
@@ -511,7 +545,9 @@ impl TokenCredential for HimdsCredential {
             let realm = challenge
                 .split_once("realm=")
                 .map(|(_, r)| r.trim().trim_matches('"').to_string())
-                .ok_or_else(|| AzureError::auth(&who, "HIMDS answered 401 without a Basic realm challenge"))?;
+                .ok_or_else(|| {
+                    AzureError::auth(&who, "HIMDS answered 401 without a Basic realm challenge")
+                })?;
             let key = SecretString::new(self.read_key(&realm)?);
             self.http
                 .get(self.endpoint.clone())
@@ -553,7 +589,11 @@ pub struct ImdsCredential {
 }
 
 impl ImdsCredential {
-    pub fn new(http: reqwest::Client, endpoint: Option<&str>, client_id: Option<String>) -> Result<Self> {
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: Option<&str>,
+        client_id: Option<String>,
+    ) -> Result<Self> {
         let endpoint = match endpoint {
             Some(u) => http::checked_url("IMDS endpoint", u)?,
             // 169.254.169.254 is link-local, not loopback: it is the one fixed http endpoint we accept.
@@ -615,6 +655,11 @@ impl CachedCredential {
             inner,
             cache: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A token for `resource` (same as [`TokenCredential::get_token`], without importing the trait).
+    pub async fn get_token_for(&self, resource: &str) -> Result<AccessToken> {
+        self.get_token(resource).await
     }
 
     /// Forget a token the server rejected (e.g. expired early), so the next call fetches a new one.
@@ -693,8 +738,14 @@ mod tests {
             "invalid_client",
             "AADSTS7000215: Invalid client secret provided. Trace ID: x",
         );
-        assert!(m.contains("AADSTS7000215") && m.contains("client secret is wrong or expired"), "{m}");
-        let m = explain_aad_error("unauthorized_client", "AADSTS700016: Application with identifier 'x' was not found");
+        assert!(
+            m.contains("AADSTS7000215") && m.contains("client secret is wrong or expired"),
+            "{m}"
+        );
+        let m = explain_aad_error(
+            "unauthorized_client",
+            "AADSTS700016: Application with identifier 'x' was not found",
+        );
         assert!(m.contains("clientId"), "{m}");
         let m = explain_aad_error("weird", "Something odd\nmore");
         assert_eq!(m, "weird: Something odd");
@@ -705,9 +756,17 @@ mod tests {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1234}"#);
         assert_eq!(jwt_exp(&format!("h.{payload}.s")), Some(1234));
         assert_eq!(jwt_exp("garbage"), None);
-        let t = token_from_json(&serde_json::json!({"access_token":"a","expires_on":"99"}), "w").unwrap();
+        let t = token_from_json(
+            &serde_json::json!({"access_token":"a","expires_on":"99"}),
+            "w",
+        )
+        .unwrap();
         assert_eq!(t.expires_on, 99);
-        let t = token_from_json(&serde_json::json!({"access_token":"a","expires_in":60}), "w").unwrap();
+        let t = token_from_json(
+            &serde_json::json!({"access_token":"a","expires_in":60}),
+            "w",
+        )
+        .unwrap();
         assert!(t.remaining() > 50);
         assert!(token_from_json(&serde_json::json!({}), "w").is_err());
         assert_eq!(format!("{:?}", t.token), "<redacted>");
@@ -754,7 +813,12 @@ mod tests {
 
     #[tokio::test]
     async fn device_code_refuses_without_terminal() {
-        let c = DeviceCodeCredential::new(reqwest::Client::new(), "http://127.0.0.1:9/d".into(), "http://127.0.0.1:9/t".into(), false);
+        let c = DeviceCodeCredential::new(
+            reqwest::Client::new(),
+            "http://127.0.0.1:9/d".into(),
+            "http://127.0.0.1:9/t".into(),
+            false,
+        );
         let e = c.get_token("r").await.unwrap_err().to_string();
         assert!(e.contains("needs a terminal"), "{e}");
     }

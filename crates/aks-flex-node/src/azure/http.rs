@@ -21,9 +21,8 @@ pub fn is_loopback(url: &Url) -> bool {
 
 /// Parse `value` (named `field` in errors) and enforce the scheme rule.
 pub fn checked_url(field: &str, value: &str) -> Result<Url> {
-    let url = Url::parse(value.trim()).map_err(|e| {
-        AzureError::Config(format!("{field}: {value:?} is not a valid URL ({e})"))
-    })?;
+    let url = Url::parse(value.trim())
+        .map_err(|e| AzureError::Config(format!("{field}: {value:?} is not a valid URL ({e})")))?;
     match url.scheme() {
         "https" => Ok(url),
         "http" if is_loopback(&url) => Ok(url),
@@ -111,7 +110,12 @@ mod tests {
         ] {
             assert!(checked_url("f", ok).is_ok(), "{ok}");
         }
-        for bad in ["http://10.0.0.1", "http://example.com", "ftp://x", "nonsense"] {
+        for bad in [
+            "http://10.0.0.1",
+            "http://example.com",
+            "ftp://x",
+            "nonsense",
+        ] {
             let e = checked_url("azure.x", bad).unwrap_err().to_string();
             assert!(e.contains("azure.x"), "{e}");
         }

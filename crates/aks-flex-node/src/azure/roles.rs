@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::azure::arm::{api, ArmClient};
 use crate::azure::{AzureError, Result};
@@ -61,7 +61,9 @@ pub fn assignment_name(scope: &str, principal_id: &str, role_guid: &str) -> Stri
 }
 
 pub fn role_definition_id(subscription: &str, guid: &str) -> String {
-    format!("/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{guid}")
+    format!(
+        "/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
+    )
 }
 
 /// The GUID at the end of a role definition ID (responses may drop the subscription prefix).
@@ -109,9 +111,10 @@ pub async fn list_for_principal(
             p["principalId"]
                 .as_str()
                 .is_some_and(|x| x.eq_ignore_ascii_case(principal_id))
-                && p["scope"]
-                    .as_str()
-                    .is_none_or(|s| s.trim_end_matches('/').eq_ignore_ascii_case(scope.trim_end_matches('/')))
+                && p["scope"].as_str().is_none_or(|s| {
+                    s.trim_end_matches('/')
+                        .eq_ignore_ascii_case(scope.trim_end_matches('/'))
+                })
         })
         .map(|a| Assignment {
             id: a["id"].as_str().unwrap_or("").to_string(),
@@ -257,10 +260,25 @@ mod tests {
 
     #[test]
     fn names_are_deterministic_and_case_insensitive() {
-        let a = assignment_name("/subscriptions/S/resourceGroups/RG/x", "P", "ACDD72A7-3385-48ef-bd42-f606fba81ae7");
-        let b = assignment_name("/subscriptions/s/resourcegroups/rg/x/", "p", "acdd72a7-3385-48ef-bd42-f606fba81ae7");
+        let a = assignment_name(
+            "/subscriptions/S/resourceGroups/RG/x",
+            "P",
+            "ACDD72A7-3385-48ef-bd42-f606fba81ae7",
+        );
+        let b = assignment_name(
+            "/subscriptions/s/resourcegroups/rg/x/",
+            "p",
+            "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+        );
         assert_eq!(a, b);
-        assert_ne!(a, assignment_name("/subscriptions/s/resourcegroups/rg/x", "p", "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b"));
+        assert_ne!(
+            a,
+            assignment_name(
+                "/subscriptions/s/resourcegroups/rg/x",
+                "p",
+                "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b"
+            )
+        );
         assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 5);
     }
 
