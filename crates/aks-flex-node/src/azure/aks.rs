@@ -61,15 +61,31 @@ fn rg_and_name(resource_id: &str) -> (String, String) {
     (find("resourceGroups"), find("managedClusters"))
 }
 
-/// Server URL and CA PEM taken from a cluster's user credentials.
+/// Server URL and CA PEM from the cluster's credentials: `listClusterUserCredential` (works with local
+/// accounts disabled) and, when the identity may not call it but holds the AKS Cluster Admin Role the
+/// seed README asks for, `listClusterAdminCredential` as the original did. Only server and CA are kept.
 pub async fn user_credentials(
     arm: &ArmClient,
     resource_id: &str,
 ) -> Result<crate::steps::ClusterEndpoint> {
-    let path = format!("{resource_id}/listClusterUserCredential");
-    let v = arm.post(&path, api::MANAGED_CLUSTERS, None).await?;
+    let user = format!("{resource_id}/listClusterUserCredential");
+    let (action, v) = match arm.post(&user, api::MANAGED_CLUSTERS, None).await {
+        Ok(v) => ("listClusterUserCredential", v),
+        Err(e) if e.arm_code() == Some("AuthorizationFailed") => {
+            tracing::info!("no permission for listClusterUserCredential; trying listClusterAdminCredential (only server and CA are used)");
+            let admin = format!("{resource_id}/listClusterAdminCredential");
+            match arm.post(&admin, api::MANAGED_CLUSTERS, None).await {
+                Ok(v) => ("listClusterAdminCredential", v),
+                Err(admin_err) => {
+                    tracing::debug!("listClusterAdminCredential failed too: {admin_err}");
+                    return Err(e);
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    };
     endpoint_from_credential_result(&v)
-        .map_err(|m| AzureError::Other(format!("listClusterUserCredential for {resource_id}: {m}")))
+        .map_err(|m| AzureError::Other(format!("{action} for {resource_id}: {m}")))
 }
 
 /// Decode `kubeconfigs[0].value` and keep only the first cluster's server and CA (never the user part).
