@@ -363,7 +363,7 @@ impl ArmClient {
             .send(method.clone(), &url, &[("api-version", api_version)], body)
             .await?;
         match r.status.as_u16() {
-            200 | 201 | 202 => {
+            200..=202 => {
                 let async_op = r
                     .headers
                     .get("azure-asyncoperation")
@@ -693,7 +693,7 @@ mod tests {
                         StatusCode::CREATED,
                         [
                             ("azure-asyncoperation", format!("http://{host}/op")),
-                            ("retry-after".into(), "0".into()),
+                            ("retry-after", "0".to_string()),
                         ],
                         axum::Json(
                             serde_json::json!({"properties":{"provisioningState":"Creating"}}),
