@@ -18,11 +18,27 @@ use azure_emulator::{Emulator, EmulatorOptions};
 
 fn azcmagent_bin() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("examples/azcmagent");
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/azcmagent");
     if !p.exists() {
         let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "aks-flex-node", "--example", "azcmagent"])
-            .args(if cfg!(debug_assertions) { vec![] } else { vec!["--release"] })
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "aks-flex-node",
+                "--example",
+                "azcmagent",
+            ])
+            .args(if cfg!(debug_assertions) {
+                vec![]
+            } else {
+                vec!["--release"]
+            })
             .status()
             .unwrap();
         assert!(st.success());
@@ -31,7 +47,10 @@ fn azcmagent_bin() -> std::path::PathBuf {
 }
 
 fn env_num(k: &str, d: u32) -> u32 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -45,7 +64,11 @@ async fn scale_200_agents_with_arm_throttling() {
     sc.role_assignments.push(SeedRoleAssignment {
         principal_id: scenario::DEMO_SP_OBJECT_ID.into(),
         role: "Contributor".into(),
-        scope: format!("/subscriptions/{}/resourceGroups/{}", scenario::DEMO_SUBSCRIPTION_ID, scenario::DEMO_RESOURCE_GROUP),
+        scope: format!(
+            "/subscriptions/{}/resourceGroups/{}",
+            scenario::DEMO_SUBSCRIPTION_ID,
+            scenario::DEMO_RESOURCE_GROUP
+        ),
         name: None,
     });
     let emu = Emulator::start(EmulatorOptions {
@@ -80,14 +103,29 @@ async fn scale_200_agents_with_arm_throttling() {
             "kubernetes": {"version": "1.30.4"}
         });
         let env = |_: &str| None;
-        let loaded = config::load_str(&cfg_json.to_string(), "bench", &LoadOptions { hostname: host_name.clone(), env: &env }).unwrap();
+        let loaded = config::load_str(
+            &cfg_json.to_string(),
+            "bench",
+            &LoadOptions {
+                hostname: host_name.clone(),
+                env: &env,
+            },
+        )
+        .unwrap();
         let mut settings = AzureSettings::from_config(&loaded.config, &|_| None).unwrap();
         settings.timing = Timing::scaled(0.05);
         settings.interactive = false;
         settings.azcmagent = azcmagent.to_string_lossy().into_owned();
-        settings.azcmagent_env.insert("FLEXNODE_EMULATOR_URL".into(), urls.control.clone());
-        settings.azcmagent_env.insert("FLEXNODE_EMULATOR_HOST".into(), host_name.clone());
-        settings.identity_endpoint = Some(format!("{}/hosts/{host_name}/metadata/identity/oauth2/token", urls.himds));
+        settings
+            .azcmagent_env
+            .insert("FLEXNODE_EMULATOR_URL".into(), urls.control.clone());
+        settings
+            .azcmagent_env
+            .insert("FLEXNODE_EMULATOR_HOST".into(), host_name.clone());
+        settings.identity_endpoint = Some(format!(
+            "{}/hosts/{host_name}/metadata/identity/oauth2/token",
+            urls.himds
+        ));
         let cfg = Arc::new(loaded.config);
         tasks.push(tokio::spawn(async move {
             let host = Arc::new(Host::new(&root).unwrap());
@@ -109,7 +147,11 @@ async fn scale_200_agents_with_arm_throttling() {
     }
     let wall = started.elapsed();
     let log = emu.request_log();
-    let machine_puts = |n: &str| log.iter().filter(|e| e.method == "PUT" && e.path.ends_with(&format!("/machines/{n}"))).count() as u64;
+    let machine_puts = |n: &str| {
+        log.iter()
+            .filter(|e| e.method == "PUT" && e.path.ends_with(&format!("/machines/{n}")))
+            .count() as u64
+    };
     let totals: Vec<u64> = per_node.iter().map(|(n, w)| w + machine_puts(n)).collect();
     let throttled = log.iter().filter(|e| e.status == 429).count();
     let max = totals.iter().max().copied().unwrap_or(0);
@@ -123,7 +165,16 @@ async fn scale_200_agents_with_arm_throttling() {
     assert!(failures.is_empty(), "{failures:#?}");
     let st = emu.state();
     assert_eq!(st.machines.len(), agents as usize);
-    assert_eq!(st.role_assignments.iter().filter(|r| st.machines.iter().any(|m| m.principal_id.as_deref() == Some(&r.principal_id))).count(), 3 * agents as usize);
+    assert_eq!(
+        st.role_assignments
+            .iter()
+            .filter(|r| st
+                .machines
+                .iter()
+                .any(|m| m.principal_id.as_deref() == Some(&r.principal_id)))
+            .count(),
+        3 * agents as usize
+    );
     // 1 machine PUT + 3 role PUTs when nothing is throttled; retries may add a few, never unbounded.
     assert!(max <= 4 + 8 * 4, "a node made {max} ARM writes");
 }
@@ -142,10 +193,20 @@ impl Step for Shared {
     async fn plan(&self, ctx: &Context) -> steps::StepResult<Vec<steps::Action>> {
         self.0.plan(ctx).await
     }
-    async fn apply_custom(&self, ctx: &Context, kind: &str, d: &serde_json::Value) -> steps::StepResult<()> {
+    async fn apply_custom(
+        &self,
+        ctx: &Context,
+        kind: &str,
+        d: &serde_json::Value,
+    ) -> steps::StepResult<()> {
         self.0.apply_custom(ctx, kind, d).await
     }
-    async fn undo_custom(&self, ctx: &Context, kind: &str, d: &serde_json::Value) -> steps::StepResult<()> {
+    async fn undo_custom(
+        &self,
+        ctx: &Context,
+        kind: &str,
+        d: &serde_json::Value,
+    ) -> steps::StepResult<()> {
         self.0.undo_custom(ctx, kind, d).await
     }
 }

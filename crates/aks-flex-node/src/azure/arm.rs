@@ -94,6 +94,9 @@ pub struct RetryPolicy {
     pub poll_interval: Duration,
     /// Give up on a long-running operation after this long.
     pub lro_timeout: Duration,
+    /// Throttling (429) is not a failure: it is retried until this much time has passed for one request,
+    /// whatever `max_attempts` says.
+    pub throttle_budget: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -104,6 +107,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(60),
             poll_interval: Duration::from_secs(2),
             lro_timeout: Duration::from_secs(600),
+            throttle_budget: Duration::from_secs(600),
         }
     }
 }
@@ -117,6 +121,7 @@ impl RetryPolicy {
             max_delay: Duration::from_secs(2),
             poll_interval: Duration::from_millis(20),
             lro_timeout: Duration::from_secs(30),
+            throttle_budget: Duration::from_secs(60),
         }
     }
 
@@ -228,6 +233,7 @@ impl ArmClient {
         let is_write = method != Method::GET && method != Method::HEAD;
         let mut attempt = 0u32;
         let mut reauthed = false;
+        let started = std::time::Instant::now();
         loop {
             attempt += 1;
             let token = self.cred.get_token(&self.resource).await?;
@@ -274,10 +280,15 @@ impl ArmClient {
                         attempt -= 1;
                         continue;
                     }
-                    if retryable(status) && attempt < self.policy.max_attempts {
+                    let throttled = status == StatusCode::TOO_MANY_REQUESTS
+                        && started.elapsed() < self.policy.throttle_budget;
+                    if retryable(status) && (attempt < self.policy.max_attempts || throttled) {
+                        // Never sooner than Retry-After; the jittered backoff spreads many throttled
+                        // clients so they do not all come back in the same second.
+                        let backoff = self.policy.backoff(attempt);
                         let d = match retry_after(&headers) {
-                            Some(ra) => ra.min(self.policy.max_delay),
-                            None => self.policy.backoff(attempt),
+                            Some(ra) => ra.min(self.policy.max_delay).max(backoff),
+                            None => backoff,
                         };
                         tracing::debug!(request = %what, status = status.as_u16(), attempt, delay_ms = d.as_millis() as u64, "retrying");
                         tokio::time::sleep(d).await;

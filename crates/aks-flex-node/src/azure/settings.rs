@@ -89,6 +89,7 @@ impl Timing {
                 max_delay: s(d.retry.max_delay).max(Duration::from_secs(2)),
                 poll_interval: s(d.retry.poll_interval),
                 lro_timeout: s(d.retry.lro_timeout).max(Duration::from_secs(30)),
+                throttle_budget: s(d.retry.throttle_budget).max(Duration::from_secs(120)),
             },
             principal: PrincipalRetry {
                 attempts: d.principal.attempts,

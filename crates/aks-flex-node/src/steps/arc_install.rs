@@ -105,9 +105,17 @@ impl Session {
 /// Throttling or a transient server error reported by azcmagent.
 fn transient(msg: &str) -> bool {
     let m = msg.to_ascii_lowercase();
-    ["429", "toomanyrequests", "throttl", "503", "serviceunavailable", "502", "504"]
-        .iter()
-        .any(|k| m.contains(k))
+    [
+        "429",
+        "toomanyrequests",
+        "throttl",
+        "503",
+        "serviceunavailable",
+        "502",
+        "504",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
 }
 
 /// Whether the journal says this agent registered `machine_id`.
@@ -280,13 +288,24 @@ impl Step for ArcInstall {
                 };
                 // azcmagent's own ARM calls can be throttled (429) or meet a transient 5xx: retry those.
                 let mut attempt = 0;
+                let started = std::time::Instant::now();
                 loop {
                     attempt += 1;
                     match s.agent(ctx).connect(&args, &token.token).await {
                         Ok(()) => break,
-                        Err(e) if attempt < st.timing.retry.max_attempts && transient(&e.to_string()) => {
-                            let d = st.timing.retry.backoff(attempt).max(std::time::Duration::from_secs(1));
-                            tracing::info!(attempt, "azcmagent connect hit a transient Azure error; retrying: {e}");
+                        Err(e)
+                            if started.elapsed() < st.timing.retry.throttle_budget
+                                && transient(&e.to_string()) =>
+                        {
+                            let d = st
+                                .timing
+                                .retry
+                                .backoff(attempt)
+                                .max(std::time::Duration::from_secs(1));
+                            tracing::info!(
+                                attempt,
+                                "azcmagent connect hit a transient Azure error; retrying: {e}"
+                            );
                             tokio::time::sleep(d).await;
                         }
                         Err(e) => return Err(az(e)),
