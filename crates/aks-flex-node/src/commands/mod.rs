@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod config_cmd;
+mod token;
 mod version;
 
 use std::collections::BTreeSet;
@@ -74,7 +75,8 @@ async fn dispatch(cli: Cli) -> CmdResult {
             );
             return Ok(());
         }
-        Command::Status { .. } | Command::Preflight { .. } | Command::Token => {
+        Command::Token => return token::run(&cli.root).await,
+        Command::Status { .. } | Command::Preflight { .. } => {
             return Err(CliError::usage(anyhow::anyhow!(
                 "`{}` is not implemented yet in this version of aks-flex-node (it is planned; see the README's command table)",
                 command_name(&cli.command)

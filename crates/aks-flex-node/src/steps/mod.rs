@@ -6,6 +6,7 @@
 //! See DESIGN.md §3.
 
 pub mod action;
+pub mod arc_install;
 pub mod journal;
 pub mod system_configured;
 
@@ -228,7 +229,10 @@ pub trait Step: Send + Sync {
 
 /// The bootstrap steps in order.
 pub fn all_steps() -> Vec<Box<dyn Step>> {
-    vec![Box::new(system_configured::SystemConfigured)]
+    vec![
+        Box::new(arc_install::ArcInstall::default()),
+        Box::new(system_configured::SystemConfigured),
+    ]
 }
 
 /// `plan -o json` output.

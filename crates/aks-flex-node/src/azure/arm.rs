@@ -1,0 +1,774 @@
+//! One small typed ARM client: bearer tokens from a [`CachedCredential`], retries on 429/5xx/connection
+//! errors honouring `Retry-After` with capped exponential backoff and jitter, long-running operations
+//! (`Azure-AsyncOperation` / `Location`), `nextLink` paging, and ARM error bodies turned into actionable
+//! messages. API versions are pinned per resource type in [`api`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::azure::credential::{CachedCredential, TokenCredential};
+use crate::azure::{http, AzureError, Result};
+
+/// Pinned api-versions (reference: original-behaviour.md §4).
+pub mod api {
+    pub const MANAGED_CLUSTERS: &str = "2024-02-01";
+    pub const ROLE_ASSIGNMENTS: &str = "2022-04-01";
+    pub const HYBRID_COMPUTE: &str = "2022-03-10";
+}
+
+/// An ARM error response (`{"error":{"code","message"}}`), with the request it answered.
+#[derive(Debug, Clone)]
+pub struct ArmError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub method: String,
+    pub path: String,
+}
+
+impl std::error::Error for ArmError {}
+
+impl std::fmt::Display for ArmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} failed: HTTP {} {}: {}",
+            self.method, self.path, self.status, self.code, self.message
+        )?;
+        if let Some(h) = self.hint() {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Pull `'...'` following `marker` out of an ARM message.
+fn quoted_after(msg: &str, marker: &str) -> Option<String> {
+    let rest = &msg[msg.find(marker)? + marker.len()..];
+    let rest = rest.trim_start();
+    let rest = rest.strip_prefix('\'')?;
+    Some(rest[..rest.find('\'')?].to_string())
+}
+
+impl ArmError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self.code.as_str() {
+            "AuthorizationFailed" => {
+                let action = quoted_after(&self.message, "perform action");
+                let scope = quoted_after(&self.message, "over scope");
+                Some(format!(
+                    "the identity the agent uses lacks permission{}{}; an Owner or User Access Administrator of that scope \
+                     must grant it a role that includes the action (see the README's required roles)",
+                    action.map(|a| format!(" to perform {a}")).unwrap_or_default(),
+                    scope.map(|s| format!(" on {s}")).unwrap_or_default(),
+                ))
+            }
+            "InvalidAuthenticationToken" | "ExpiredAuthenticationToken" | "AuthenticationFailed" => Some(
+                "the access token was rejected: check azure.tenantId and the credential's tenant, then retry".into(),
+            ),
+            "ResourceNotFound" | "ResourceGroupNotFound" | "NotFound" => Some(
+                "check the subscription, resource group and name in the config (azure.targetCluster.resourceId, azure.arc.*)".into(),
+            ),
+            "SubscriptionNotFound" => Some("check azure.subscriptionId and that the identity can see that subscription".into()),
+            "InvalidApiVersionParameter" => Some("this agent version uses an api-version the endpoint does not support; is azure.resourceManagerEndpoint right?".into()),
+            _ => None,
+        }
+    }
+}
+
+/// Retry and polling knobs (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Total attempts for one request (first try included).
+    pub max_attempts: u32,
+    /// First backoff; doubled each time.
+    pub base_delay: Duration,
+    /// Cap for backoff and for honoured `Retry-After`.
+    pub max_delay: Duration,
+    /// Default interval between long-running-operation polls.
+    pub poll_interval: Duration,
+    /// Give up on a long-running operation after this long.
+    pub lro_timeout: Duration,
+    /// Throttling (429) is not a failure: it is retried until this much time has passed for one request,
+    /// whatever `max_attempts` says.
+    pub throttle_budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(2),
+            lro_timeout: Duration::from_secs(600),
+            throttle_budget: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Fast settings for tests and the benchmark (still honours Retry-After up to `max_delay`).
+    pub fn fast() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(20),
+            max_delay: Duration::from_secs(2),
+            poll_interval: Duration::from_millis(20),
+            lro_timeout: Duration::from_secs(30),
+            throttle_budget: Duration::from_secs(60),
+        }
+    }
+
+    /// Backoff before retry `n` (1-based): base·2^(n-1), capped, with ±25 % jitter so many agents that were
+    /// throttled together do not come back together.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(
+            1u32.checked_shl(n.saturating_sub(1).min(20))
+                .unwrap_or(u32::MAX),
+        );
+        let d = exp.min(self.max_delay);
+        let jitter = 0.75 + fastrand::f64() * 0.5;
+        d.mul_f64(jitter).min(self.max_delay)
+    }
+}
+
+/// `Retry-After` (seconds) or `retry-after-ms` / `x-ms-retry-after-ms`.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+    for n in ["retry-after-ms", "x-ms-retry-after-ms"] {
+        if let Some(ms) = get(n).and_then(|v| v.parse::<u64>().ok()) {
+            return Some(Duration::from_millis(ms));
+        }
+    }
+    get("retry-after")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
+}
+
+/// A response that ended the retry loop.
+struct Reply {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+/// The ARM client.
+pub struct ArmClient {
+    http: reqwest::Client,
+    base: String,
+    resource: String,
+    cred: Arc<CachedCredential>,
+    pub policy: RetryPolicy,
+    writes: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl ArmClient {
+    /// `base`: ARM URL without trailing slash; `resource`: the token audience (cloud's ARM resource).
+    pub fn new(
+        http: reqwest::Client,
+        base: impl Into<String>,
+        resource: impl Into<String>,
+        cred: Arc<CachedCredential>,
+    ) -> Self {
+        ArmClient {
+            http,
+            base: base.into().trim_end_matches('/').to_string(),
+            resource: resource.into(),
+            cred,
+            policy: RetryPolicy::default(),
+            writes: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Write requests (PUT/POST/PATCH/DELETE) sent so far, retries included.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    /// All requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn credential(&self) -> &Arc<CachedCredential> {
+        &self.cred
+    }
+
+    fn url(&self, path_or_url: &str) -> String {
+        if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{}", self.base, path_or_url)
+        }
+    }
+
+    /// Send one logical request with retries. Returns the final response whatever its status.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Reply> {
+        let is_write = method != Method::GET && method != Method::HEAD;
+        let mut attempt = 0u32;
+        let mut reauthed = false;
+        let started = std::time::Instant::now();
+        loop {
+            attempt += 1;
+            let token = self.cred.get_token(&self.resource).await?;
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .query(query)
+                .bearer_auth(token.token.expose());
+            if let Some(b) = body {
+                req = req.json(b);
+            } else if is_write {
+                req = req.header("content-length", "0");
+            }
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            if is_write {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            let what = format!("{method} {}", path_of(url));
+            match req.send().await {
+                Err(e) => {
+                    if attempt >= self.policy.max_attempts {
+                        return Err(http::transport(
+                            format!("{what} (after {attempt} attempts)"),
+                            &e,
+                        ));
+                    }
+                    let d = self.policy.backoff(attempt);
+                    tracing::debug!(request = %what, attempt, delay_ms = d.as_millis() as u64, "connection error, retrying: {e}");
+                    tokio::time::sleep(d).await;
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let text = resp.text().await.unwrap_or_default();
+                    let body = if text.trim().is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_str(&text).unwrap_or(Value::String(text))
+                    };
+                    if status == StatusCode::UNAUTHORIZED && !reauthed {
+                        // Expired or revoked early: drop the cached token and try once with a fresh one.
+                        reauthed = true;
+                        self.cred.invalidate(&self.resource).await;
+                        attempt -= 1;
+                        continue;
+                    }
+                    let throttled = status == StatusCode::TOO_MANY_REQUESTS
+                        && started.elapsed() < self.policy.throttle_budget;
+                    if retryable(status) && (attempt < self.policy.max_attempts || throttled) {
+                        // Never sooner than Retry-After; the jittered backoff spreads many throttled
+                        // clients so they do not all come back in the same second.
+                        let backoff = self.policy.backoff(attempt);
+                        let d = match retry_after(&headers) {
+                            Some(ra) => ra.min(self.policy.max_delay).max(backoff),
+                            None => backoff,
+                        };
+                        tracing::debug!(request = %what, status = status.as_u16(), attempt, delay_ms = d.as_millis() as u64, "retrying");
+                        tokio::time::sleep(d).await;
+                        continue;
+                    }
+                    return Ok(Reply {
+                        status,
+                        headers,
+                        body,
+                    });
+                }
+            }
+        }
+    }
+
+    fn error(&self, method: &Method, url: &str, r: &Reply) -> AzureError {
+        let err = r.body.get("error").unwrap_or(&r.body);
+        let code = err
+            .get("code")
+            .and_then(|c| c.as_str())
+            .unwrap_or(match r.status.as_u16() {
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                404 => "NotFound",
+                429 => "TooManyRequests",
+                _ => "Error",
+            })
+            .to_string();
+        let message = err
+            .get("message")
+            .and_then(|c| c.as_str())
+            .unwrap_or("")
+            .to_string();
+        AzureError::Arm(ArmError {
+            status: r.status.as_u16(),
+            code,
+            message,
+            method: method.to_string(),
+            path: path_of(url),
+        })
+    }
+
+    /// GET a resource; `None` when it does not exist (404).
+    pub async fn get(&self, path: &str, api_version: &str) -> Result<Option<Value>> {
+        let url = self.url(path);
+        let r = self
+            .send(Method::GET, &url, &[("api-version", api_version)], None)
+            .await?;
+        match r.status.as_u16() {
+            200..=299 => Ok(Some(r.body)),
+            404 => Ok(None),
+            _ => Err(self.error(&Method::GET, &url, &r)),
+        }
+    }
+
+    /// PUT a resource and wait for it (long-running operations included); returns the final resource.
+    pub async fn put(&self, path: &str, api_version: &str, body: &Value) -> Result<Value> {
+        self.write(Method::PUT, path, api_version, Some(body)).await
+    }
+
+    /// POST an action (`listClusterUserCredential`, ...); returns the result body.
+    pub async fn post(&self, path: &str, api_version: &str, body: Option<&Value>) -> Result<Value> {
+        self.write(Method::POST, path, api_version, body).await
+    }
+
+    /// DELETE a resource and wait for it; `false` when it was already gone.
+    pub async fn delete(&self, path: &str, api_version: &str) -> Result<bool> {
+        match self.write(Method::DELETE, path, api_version, None).await {
+            Ok(v) => Ok(!matches!(v, Value::Bool(false))),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn write(
+        &self,
+        method: Method,
+        path: &str,
+        api_version: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let url = self.url(path);
+        let r = self
+            .send(method.clone(), &url, &[("api-version", api_version)], body)
+            .await?;
+        match r.status.as_u16() {
+            200..=202 => {
+                let async_op = r
+                    .headers
+                    .get("azure-asyncoperation")
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string);
+                let location = r
+                    .headers
+                    .get("location")
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string);
+                if let Some(op) = async_op.filter(|_| r.status.as_u16() != 200) {
+                    self.poll_async_operation(&op, &r).await?;
+                    if method == Method::DELETE {
+                        return Ok(Value::Bool(true));
+                    }
+                    if method == Method::PUT {
+                        // The operation status carries no resource: read it back.
+                        return Ok(self.get(path, api_version).await?.unwrap_or(Value::Null));
+                    }
+                    return Ok(r.body);
+                }
+                if r.status.as_u16() == 202 {
+                    if let Some(loc) = location {
+                        return self.poll_location(&loc, &r).await;
+                    }
+                }
+                Ok(if method == Method::DELETE {
+                    Value::Bool(true)
+                } else {
+                    r.body
+                })
+            }
+            204 if method == Method::DELETE => Ok(Value::Bool(false)),
+            204 => Ok(Value::Null),
+            404 if method == Method::DELETE => Ok(Value::Bool(false)),
+            _ => Err(self.error(&method, &url, &r)),
+        }
+    }
+
+    fn poll_delay(&self, headers: &reqwest::header::HeaderMap) -> Duration {
+        retry_after(headers)
+            .unwrap_or(self.policy.poll_interval)
+            .min(self.policy.max_delay)
+    }
+
+    async fn poll_async_operation(&self, url: &str, first: &Reply) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.policy.lro_timeout;
+        let mut delay = self.poll_delay(&first.headers);
+        loop {
+            tokio::time::sleep(delay).await;
+            let r = self.send(Method::GET, url, &[], None).await?;
+            if !r.status.is_success() {
+                return Err(self.error(&Method::GET, url, &r));
+            }
+            match r.body.get("status").and_then(|s| s.as_str()).unwrap_or("") {
+                s if s.eq_ignore_ascii_case("Succeeded") => return Ok(()),
+                s if s.eq_ignore_ascii_case("Failed") || s.eq_ignore_ascii_case("Canceled") => {
+                    let inner = Reply {
+                        status: StatusCode::CONFLICT,
+                        headers: r.headers,
+                        body: serde_json::json!({"error": r.body.get("error").cloned().unwrap_or(Value::Null)}),
+                    };
+                    let mut e = self.error(&Method::GET, url, &inner);
+                    if let AzureError::Arm(a) = &mut e {
+                        a.message = format!("the operation ended {s}: {}", a.message);
+                    }
+                    return Err(e);
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(AzureError::Timeout(format!(
+                    "the long-running operation {} did not finish within {:?}",
+                    path_of(url),
+                    self.policy.lro_timeout
+                )));
+            }
+            delay = self.poll_delay(&r.headers);
+        }
+    }
+
+    async fn poll_location(&self, url: &str, first: &Reply) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + self.policy.lro_timeout;
+        let mut delay = self.poll_delay(&first.headers);
+        loop {
+            tokio::time::sleep(delay).await;
+            let r = self.send(Method::GET, url, &[], None).await?;
+            match r.status.as_u16() {
+                202 => {}
+                200 | 201 => return Ok(r.body),
+                204 => return Ok(Value::Bool(true)),
+                _ => return Err(self.error(&Method::GET, url, &r)),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(AzureError::Timeout(format!(
+                    "the long-running operation {} did not finish within {:?}",
+                    path_of(url),
+                    self.policy.lro_timeout
+                )));
+            }
+            delay = self.poll_delay(&r.headers);
+        }
+    }
+
+    /// GET a collection, following `nextLink` through every page.
+    pub async fn list(
+        &self,
+        path: &str,
+        api_version: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        let first = self.url(path);
+        let mut query: Vec<(&str, &str)> = vec![("api-version", api_version)];
+        if let Some(f) = filter {
+            query.push(("$filter", f));
+        }
+        let mut r = self.send(Method::GET, &first, &query, None).await?;
+        let mut url = first;
+        for _page in 0..10_000 {
+            if !r.status.is_success() {
+                return Err(self.error(&Method::GET, &url, &r));
+            }
+            if let Some(items) = r.body.get("value").and_then(|v| v.as_array()) {
+                out.extend(items.iter().cloned());
+            }
+            match r.body.get("nextLink").and_then(|n| n.as_str()) {
+                Some(next) if !next.is_empty() => {
+                    // nextLink is absolute and already carries api-version and the skip token.
+                    url = next.to_string();
+                    r = self.send(Method::GET, &url, &[], None).await?;
+                }
+                _ => return Ok(out),
+            }
+        }
+        Err(AzureError::Other(format!(
+            "listing {path} returned more than 10000 pages; giving up"
+        )))
+    }
+}
+
+/// The path of a URL (no host, no query): what messages show.
+fn path_of(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.path().to_string(),
+        Err(_) => url.split('?').next().unwrap_or(url).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::credential::AccessToken;
+    use crate::azure::SecretString;
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    use std::sync::atomic::AtomicU32;
+
+    struct Fixed;
+    #[async_trait::async_trait]
+    impl TokenCredential for Fixed {
+        async fn get_token(&self, _r: &str) -> Result<AccessToken> {
+            Ok(AccessToken {
+                token: SecretString::new("tok"),
+                expires_on: crate::azure::credential::now_unix() + 3600,
+            })
+        }
+        fn describe(&self) -> String {
+            "fixed".into()
+        }
+    }
+
+    async fn serve(app: axum::Router) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    fn client(base: &str) -> ArmClient {
+        ArmClient::new(
+            reqwest::Client::new(),
+            base,
+            "https://management.azure.com/",
+            Arc::new(CachedCredential::new(Arc::new(Fixed))),
+        )
+        .with_policy(RetryPolicy::fast())
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let p = RetryPolicy {
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(30),
+            ..RetryPolicy::default()
+        };
+        let d1 = p.backoff(1);
+        assert!(d1 >= Duration::from_millis(750) && d1 <= Duration::from_millis(1250));
+        for n in 6..40 {
+            assert!(p.backoff(n) <= Duration::from_secs(30));
+        }
+        let d3 = p.backoff(3);
+        assert!(d3 >= Duration::from_secs(3) && d3 <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn authorization_failed_names_action_and_scope() {
+        let e = ArmError {
+            status: 403,
+            code: "AuthorizationFailed".into(),
+            message: "The client 'x' with object id 'y' does not have authorization to perform action \
+                      'Microsoft.Authorization/roleAssignments/write' over scope '/subscriptions/s/rg' or the scope is invalid."
+                .into(),
+            method: "PUT".into(),
+            path: "/p".into(),
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains(
+                "to perform Microsoft.Authorization/roleAssignments/write on /subscriptions/s/rg"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("Owner or User Access Administrator"), "{s}");
+    }
+
+    #[tokio::test]
+    async fn retries_429_with_retry_after_then_succeeds() {
+        let n = Arc::new(AtomicU32::new(0));
+        let n2 = n.clone();
+        let app = axum::Router::new().route(
+            "/r",
+            axum::routing::get(move |h: HeaderMap| {
+                let n = n2.clone();
+                async move {
+                    assert_eq!(h.get("authorization").unwrap(), "Bearer tok");
+                    match n.fetch_add(1, Ordering::SeqCst) {
+                        0 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "")
+                            .into_response(),
+                        1 => (StatusCode::SERVICE_UNAVAILABLE, "").into_response(),
+                        _ => axum::Json(serde_json::json!({"id":"x"})).into_response(),
+                    }
+                }
+            }),
+        );
+        let base = serve(app).await;
+        let c = client(&base);
+        let v = c.get("/r", "v").await.unwrap().unwrap();
+        assert_eq!(v["id"], "x");
+        assert_eq!(n.load(Ordering::SeqCst), 3);
+        assert_eq!(c.writes(), 0);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_max_attempts_with_the_arm_message() {
+        let app = axum::Router::new().route(
+            "/r",
+            axum::routing::put(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(
+                        serde_json::json!({"error":{"code":"ServiceUnavailable","message":"busy"}}),
+                    ),
+                )
+            }),
+        );
+        let base = serve(app).await;
+        let mut c = client(&base);
+        c.policy.max_attempts = 3;
+        let e = c.put("/r", "v", &serde_json::json!({})).await.unwrap_err();
+        assert_eq!(e.arm_code(), Some("ServiceUnavailable"));
+        assert_eq!(c.writes(), 3);
+    }
+
+    #[tokio::test]
+    async fn connection_errors_are_retried_then_reported() {
+        // Nothing listens on this port once the listener is dropped.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        drop(l);
+        let mut c = client(&base);
+        c.policy.max_attempts = 2;
+        let e = c.get("/r", "v").await.unwrap_err().to_string();
+        assert!(
+            e.contains("after 2 attempts") && e.contains("cannot connect"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn paging_follows_next_link() {
+        let app = axum::Router::new().route(
+            "/items",
+            axum::routing::get(
+                |axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+                 h: HeaderMap| async move {
+                    let host = h.get("host").unwrap().to_str().unwrap().to_string();
+                    assert_eq!(q.get("api-version").map(String::as_str), Some("v"));
+                    match q.get("skip").map(String::as_str) {
+                        None => {
+                            assert_eq!(q.get("$filter").map(String::as_str), Some("atScope()"));
+                            axum::Json(serde_json::json!({"value":[1,2],"nextLink":format!("http://{host}/items?api-version=v&skip=2")}))
+                        }
+                        Some(_) => axum::Json(serde_json::json!({"value":[3]})),
+                    }
+                },
+            ),
+        );
+        let base = serve(app).await;
+        let v = client(&base)
+            .list("/items", "v", Some("atScope()"))
+            .await
+            .unwrap();
+        assert_eq!(v, vec![serde_json::json!(1), 2.into(), 3.into()]);
+    }
+
+    #[tokio::test]
+    async fn long_running_put_polls_async_operation() {
+        let polls = Arc::new(AtomicU32::new(0));
+        let p2 = polls.clone();
+        let app = axum::Router::new()
+            .route(
+                "/res",
+                axum::routing::put(|h: HeaderMap| async move {
+                    let host = h.get("host").unwrap().to_str().unwrap().to_string();
+                    (
+                        StatusCode::CREATED,
+                        [
+                            ("azure-asyncoperation", format!("http://{host}/op")),
+                            ("retry-after", "0".to_string()),
+                        ],
+                        axum::Json(
+                            serde_json::json!({"properties":{"provisioningState":"Creating"}}),
+                        ),
+                    )
+                })
+                .get(|| async {
+                    axum::Json(serde_json::json!({"properties":{"provisioningState":"Succeeded"}}))
+                }),
+            )
+            .route(
+                "/op",
+                axum::routing::get(move || {
+                    let p = p2.clone();
+                    async move {
+                        if p.fetch_add(1, Ordering::SeqCst) < 2 {
+                            axum::Json(serde_json::json!({"status":"InProgress"}))
+                        } else {
+                            axum::Json(serde_json::json!({"status":"Succeeded"}))
+                        }
+                    }
+                }),
+            );
+        let base = serve(app).await;
+        let v = client(&base)
+            .put("/res", "v", &serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(v["properties"]["provisioningState"], "Succeeded");
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn delete_via_location_and_missing_resources() {
+        let app = axum::Router::new()
+            .route(
+                "/gone",
+                axum::routing::delete(|| async { StatusCode::NO_CONTENT }).get(|| async {
+                    (
+                        StatusCode::NOT_FOUND,
+                        axum::Json(
+                            serde_json::json!({"error":{"code":"ResourceNotFound","message":"no"}}),
+                        ),
+                    )
+                }),
+            )
+            .route(
+                "/slow",
+                axum::routing::delete(|h: HeaderMap| async move {
+                    let host = h.get("host").unwrap().to_str().unwrap().to_string();
+                    (
+                        StatusCode::ACCEPTED,
+                        [("location", format!("http://{host}/loc"))],
+                    )
+                }),
+            )
+            .route(
+                "/loc",
+                axum::routing::get(|| async { StatusCode::NO_CONTENT }),
+            );
+        let base = serve(app).await;
+        let c = client(&base);
+        assert!(!c.delete("/gone", "v").await.unwrap());
+        assert!(c.delete("/slow", "v").await.unwrap());
+        assert!(c.get("/gone", "v").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,89 @@
+//! Azure: cloud endpoints, credentials, the ARM client, Arc (`azcmagent`), RBAC role assignments and AKS
+//! cluster credentials. DESIGN.md §5.
+//!
+//! Nothing here reads the config file or the process environment directly: callers build an
+//! [`settings::AzureSettings`] (from the config and an environment lookup) and hand it in, so tests and the
+//! scale benchmark can run many independent agents in one process.
+
+pub mod aks;
+pub mod arc;
+pub mod arm;
+pub mod cloud;
+pub mod credential;
+pub mod http;
+pub mod roles;
+pub mod settings;
+
+use std::fmt;
+
+/// A secret string (token, client secret). `Debug`/`Display` never show it; [`SecretString::expose`] does.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretString(s.into())
+    }
+    /// The value; call only where it is handed to its consumer (an HTTP header, a 0600 file).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Everything that can go wrong talking to Azure. Every message says what to do about it and never
+/// contains a token or secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AzureError {
+    /// Bad settings (URL scheme, CA bundle, missing value).
+    #[error("{0}")]
+    Config(String),
+    /// Getting a token failed; the message explains the fix.
+    #[error("authentication failed ({credential}): {message}")]
+    Auth { credential: String, message: String },
+    /// An ARM error response, mapped to an actionable message.
+    #[error("{0}")]
+    Arm(#[from] arm::ArmError),
+    /// Network-level failure after retries.
+    #[error("{what}: {message}")]
+    Transport { what: String, message: String },
+    /// Waited for something that did not happen in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// Anything else, already worded for the operator.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AzureError {
+    pub fn auth(credential: impl Into<String>, message: impl Into<String>) -> Self {
+        AzureError::Auth {
+            credential: credential.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The ARM error code, when this is an ARM error.
+    pub fn arm_code(&self) -> Option<&str> {
+        match self {
+            AzureError::Arm(e) => Some(e.code.as_str()),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = AzureError> = std::result::Result<T, E>;

@@ -1,0 +1,311 @@
+//! Everything the Azure code needs, resolved once from the config and an environment lookup, plus the
+//! session (HTTP client, cached credential, ARM client) built from it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::azure::arm::{ArmClient, RetryPolicy};
+use crate::azure::cloud::{CloudEndpoints, CloudName};
+use crate::azure::credential::{
+    AzureCliCredential, CachedCredential, ClientSecretCredential, DeviceCodeCredential,
+    HimdsCredential, ImdsCredential, TokenCredential,
+};
+use crate::azure::roles::{PrincipalRetry, RoleSpec};
+use crate::azure::{http, AzureError, Result, SecretString};
+use crate::config::{Cloud, Config};
+
+/// How the agent authenticates to ARM for bootstrap/unbootstrap.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    ServicePrincipal {
+        tenant_id: String,
+        client_id: String,
+        secret: SecretString,
+    },
+    /// Azure CLI login; falls back to device code on a terminal when `az` has no usable login.
+    AzureCli,
+    /// Managed identity: Arc HIMDS when `IDENTITY_ENDPOINT`/`IMDS_ENDPOINT` are set or the Arc agent is
+    /// installed, else Azure IMDS.
+    ManagedIdentity { client_id: Option<String> },
+}
+
+/// Arc registration settings.
+#[derive(Debug, Clone)]
+pub struct ArcSettings {
+    pub enabled: bool,
+    pub machine_name: String,
+    pub resource_group: String,
+    pub location: String,
+    pub tags: BTreeMap<String, String>,
+    pub auto_role_assignment: bool,
+    pub roles: Vec<RoleSpec>,
+    /// Take over an existing machine resource this agent did not create.
+    pub adopt_existing: bool,
+}
+
+/// The target cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterRef {
+    pub resource_id: String,
+    pub subscription_id: String,
+    pub location: String,
+}
+
+/// Waiting and retry knobs. `AKS_FLEX_NODE_AZURE_TIME_SCALE` (a factor, e.g. `0.01`) shrinks every delay
+/// for simulations and tests; Retry-After from the server is still honoured (up to the cap).
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub retry: RetryPolicy,
+    pub principal: PrincipalRetry,
+    /// How long to wait for the connected machine to show `identity.principalId`.
+    pub identity_timeout: Duration,
+    pub visibility_timeout: Duration,
+    pub poll_interval: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            retry: RetryPolicy::default(),
+            principal: PrincipalRetry::default(),
+            identity_timeout: Duration::from_secs(300),
+            visibility_timeout: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Timing {
+    /// Every delay multiplied by `f` (timeouts are kept at least a few seconds).
+    pub fn scaled(f: f64) -> Self {
+        let d = Timing::default();
+        let s = |x: Duration| x.mul_f64(f);
+        Timing {
+            retry: RetryPolicy {
+                max_attempts: d.retry.max_attempts,
+                base_delay: s(d.retry.base_delay),
+                max_delay: s(d.retry.max_delay).max(Duration::from_secs(2)),
+                poll_interval: s(d.retry.poll_interval),
+                lro_timeout: s(d.retry.lro_timeout).max(Duration::from_secs(30)),
+                throttle_budget: s(d.retry.throttle_budget).max(Duration::from_secs(120)),
+            },
+            principal: PrincipalRetry {
+                attempts: d.principal.attempts,
+                base: s(d.principal.base),
+                max: s(d.principal.max),
+            },
+            identity_timeout: s(d.identity_timeout).max(Duration::from_secs(30)),
+            visibility_timeout: s(d.visibility_timeout).max(Duration::from_secs(30)),
+            poll_interval: s(d.poll_interval),
+        }
+    }
+}
+
+/// Resolved Azure settings.
+#[derive(Debug, Clone)]
+pub struct AzureSettings {
+    pub tenant_id: String,
+    pub subscription_id: String,
+    pub endpoints: CloudEndpoints,
+    pub ca_bundle: Option<PathBuf>,
+    pub auth: AuthMode,
+    /// `IDENTITY_ENDPOINT` (full HIMDS token URL).
+    pub identity_endpoint: Option<String>,
+    /// `IMDS_ENDPOINT`.
+    pub imds_endpoint: Option<String>,
+    pub arc: ArcSettings,
+    pub cluster: ClusterRef,
+    /// The `azcmagent` program (`AKS_FLEX_NODE_AZCMAGENT`, default `azcmagent` on PATH).
+    pub azcmagent: String,
+    /// Extra environment for `azcmagent` (the benchmark runs many simulated hosts in one process).
+    pub azcmagent_env: BTreeMap<String, String>,
+    /// The `az` program.
+    pub az: String,
+    /// A person can answer a device-code prompt (stderr is a terminal).
+    pub interactive: bool,
+    pub timing: Timing,
+}
+
+impl AzureSettings {
+    /// Resolve from the effective config and an environment lookup.
+    pub fn from_config(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let a = &cfg.azure;
+        let name = match a.cloud {
+            Cloud::AzurePublicCloud => CloudName::AzurePublicCloud,
+            Cloud::AzureUSGovernmentCloud => CloudName::AzureUSGovernmentCloud,
+            Cloud::AzureChinaCloud => CloudName::AzureChinaCloud,
+        };
+        let endpoints = CloudEndpoints::of(name).with_overrides(
+            a.resource_manager_endpoint.as_deref(),
+            a.active_directory_endpoint.as_deref(),
+        )?;
+        let auth = match (&a.service_principal, &a.managed_identity) {
+            (Some(sp), _) => AuthMode::ServicePrincipal {
+                tenant_id: sp.tenant_id.clone(),
+                client_id: sp.client_id.clone(),
+                secret: SecretString::new(sp.client_secret.expose()),
+            },
+            (None, Some(mi)) => AuthMode::ManagedIdentity {
+                client_id: mi.client_id.clone(),
+            },
+            (None, None) => AuthMode::AzureCli,
+        };
+        let timing = match env("AKS_FLEX_NODE_AZURE_TIME_SCALE") {
+            Some(s) => {
+                let f: f64 = s
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|f: &f64| *f > 0.0 && *f <= 1.0)
+                    .ok_or_else(|| {
+                        AzureError::Config(format!(
+                            "AKS_FLEX_NODE_AZURE_TIME_SCALE={s:?} must be a number in (0, 1]"
+                        ))
+                    })?;
+                Timing::scaled(f)
+            }
+            None => Timing::default(),
+        };
+        Ok(AzureSettings {
+            tenant_id: a.tenant_id.clone(),
+            subscription_id: a.subscription_id.clone(),
+            endpoints,
+            ca_bundle: a.ca_bundle.clone(),
+            auth,
+            identity_endpoint: env("IDENTITY_ENDPOINT").filter(|s| !s.is_empty()),
+            imds_endpoint: env("IMDS_ENDPOINT").filter(|s| !s.is_empty()),
+            arc: ArcSettings {
+                enabled: a.arc.enabled,
+                machine_name: a.arc.machine_name.clone(),
+                resource_group: a.arc.resource_group.clone(),
+                location: a.arc.location.clone(),
+                tags: a.arc.tags.clone(),
+                auto_role_assignment: a.arc.auto_role_assignment,
+                roles: crate::azure::roles::default_roles(),
+                adopt_existing: env("AKS_FLEX_NODE_ARC_ADOPT")
+                    .is_some_and(|v| v == "1" || v == "true"),
+            },
+            cluster: ClusterRef {
+                resource_id: a.target_cluster.resource_id.clone(),
+                subscription_id: a.target_cluster.subscription_id.clone(),
+                location: a.target_cluster.location.clone(),
+            },
+            azcmagent: env("AKS_FLEX_NODE_AZCMAGENT").unwrap_or_else(|| "azcmagent".into()),
+            azcmagent_env: BTreeMap::new(),
+            az: "az".into(),
+            // SAFETY: isatty only inspects the descriptor.
+            interactive: unsafe { libc::isatty(2) } == 1,
+            timing,
+        })
+    }
+
+    /// The HybridCompute machine resource ID.
+    pub fn machine_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.HybridCompute/machines/{}",
+            self.subscription_id, self.arc.resource_group, self.arc.machine_name
+        )
+    }
+
+    /// The credential bootstrap uses for ARM.
+    pub fn credential(&self, http: &reqwest::Client) -> Result<Arc<dyn TokenCredential>> {
+        Ok(match &self.auth {
+            AuthMode::ServicePrincipal {
+                tenant_id,
+                client_id,
+                secret,
+            } => Arc::new(ClientSecretCredential::new(
+                http.clone(),
+                self.endpoints.token_url(tenant_id),
+                client_id.clone(),
+                secret.clone(),
+            )),
+            AuthMode::AzureCli => Arc::new(CliOrDeviceCode {
+                cli: AzureCliCredential::new(self.az.clone(), Some(self.tenant_id.clone())),
+                device: DeviceCodeCredential::new(
+                    http.clone(),
+                    self.endpoints.devicecode_url(&self.tenant_id),
+                    self.endpoints.token_url(&self.tenant_id),
+                    self.interactive,
+                ),
+            }),
+            AuthMode::ManagedIdentity { client_id } => {
+                self.managed_identity(http, client_id.clone())?
+            }
+        })
+    }
+
+    /// The machine's own identity (what the kubelet's `token` command uses): Arc HIMDS unless IMDS is
+    /// explicitly selected by `IMDS_ENDPOINT` without `IDENTITY_ENDPOINT`.
+    pub fn managed_identity(
+        &self,
+        http: &reqwest::Client,
+        client_id: Option<String>,
+    ) -> Result<Arc<dyn TokenCredential>> {
+        let arc_installed = std::path::Path::new("/opt/azcmagent/bin/himds").exists();
+        if self.identity_endpoint.is_some() || arc_installed || self.imds_endpoint.is_none() {
+            if client_id.is_some() {
+                tracing::warn!("azure.managedIdentity.clientId is ignored with Arc: HIMDS serves only the system-assigned identity");
+            }
+            Ok(Arc::new(HimdsCredential::new(
+                http.clone(),
+                self.identity_endpoint.as_deref(),
+            )?))
+        } else {
+            Ok(Arc::new(ImdsCredential::new(
+                http.clone(),
+                self.imds_endpoint.as_deref(),
+                client_id,
+            )?))
+        }
+    }
+
+    /// HTTP client + cached credential + ARM client.
+    pub fn session(&self) -> Result<AzureSession> {
+        let http = http::client(self.ca_bundle.as_deref())?;
+        let cred = Arc::new(CachedCredential::new(self.credential(&http)?));
+        let arm = ArmClient::new(
+            http.clone(),
+            self.endpoints.resource_manager.clone(),
+            self.endpoints.arm_resource.clone(),
+            cred,
+        )
+        .with_policy(self.timing.retry.clone());
+        Ok(AzureSession { http, arm })
+    }
+}
+
+/// What talks to Azure during one run.
+pub struct AzureSession {
+    pub http: reqwest::Client,
+    pub arm: ArmClient,
+}
+
+/// Azure CLI first; when it has no usable login and a person is at the terminal, device code.
+struct CliOrDeviceCode {
+    cli: AzureCliCredential,
+    device: DeviceCodeCredential,
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for CliOrDeviceCode {
+    async fn get_token(&self, resource: &str) -> Result<crate::azure::credential::AccessToken> {
+        match self.cli.get_token(resource).await {
+            Ok(t) => Ok(t),
+            Err(cli_err) => {
+                if self.device.interactive() {
+                    tracing::warn!("{cli_err}; falling back to device-code sign-in");
+                    self.device.get_token(resource).await
+                } else {
+                    Err(cli_err)
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        "Azure CLI".into()
+    }
+}

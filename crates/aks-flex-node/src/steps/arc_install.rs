@@ -1,0 +1,441 @@
+//! `ArcInstall` (phase identity): Arc registration, the cluster's Azure RBAC check, role assignments for
+//! the Arc identity (one planned action per role), waiting until they are visible, and the cluster's API
+//! server + CA (`listClusterUserCredential`, fetched while planning because it is read-only, and handed to
+//! the kubelet steps through [`Context::set_cluster_endpoint`]).
+//!
+//! Undo deletes exactly the role assignments this agent created (deterministic names recorded before
+//! creation), the HybridCompute machine, and the local agent state (`azcmagent disconnect
+//! --force-local-only`), each tolerant of "already gone".
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::{Mutex, OnceCell};
+
+use super::{Action, Context, Phase, Step, StepError, StepResult};
+use crate::azure::arc::{AgentStatus, Azcmagent, ConnectArgs};
+use crate::azure::arm::api;
+use crate::azure::settings::{AzureSession, AzureSettings};
+use crate::azure::{aks, roles, AzureError};
+
+pub const NAME: &str = "ArcInstall";
+
+/// The step. Settings come from the context's config and the process environment unless given.
+#[derive(Default)]
+pub struct ArcInstall {
+    settings: Option<Arc<AzureSettings>>,
+    state: OnceCell<Arc<Session>>,
+    principal: Mutex<Option<String>>,
+}
+
+struct Session {
+    settings: Arc<AzureSettings>,
+    azure: AzureSession,
+}
+
+fn az(e: AzureError) -> StepError {
+    StepError::failed(e.to_string())
+}
+
+impl ArcInstall {
+    /// With explicit settings (the scale benchmark runs many agents in one process).
+    pub fn with_settings(settings: Arc<AzureSettings>) -> Self {
+        ArcInstall {
+            settings: Some(settings),
+            ..Default::default()
+        }
+    }
+
+    async fn session(&self, ctx: &Context) -> StepResult<Arc<Session>> {
+        self.state
+            .get_or_try_init(|| async {
+                let settings = match &self.settings {
+                    Some(s) => s.clone(),
+                    None => {
+                        let env = |k: &str| std::env::var(k).ok();
+                        Arc::new(AzureSettings::from_config(&ctx.config, &env).map_err(az)?)
+                    }
+                };
+                let azure = settings.session().map_err(az)?;
+                Ok(Arc::new(Session { settings, azure }))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Total ARM write requests this step sent (for the benchmark).
+    pub fn arm_writes(&self) -> u64 {
+        self.state.get().map(|s| s.azure.arm.writes()).unwrap_or(0)
+    }
+}
+
+impl Session {
+    fn agent<'a>(&'a self, ctx: &'a Context) -> Azcmagent<'a> {
+        Azcmagent {
+            host: &ctx.host,
+            program: &self.settings.azcmagent,
+            env: &self.settings.azcmagent_env,
+        }
+    }
+
+    async fn machine(&self) -> StepResult<Option<serde_json::Value>> {
+        self.azure
+            .arm
+            .get(&self.settings.machine_id(), api::HYBRID_COMPUTE)
+            .await
+            .map_err(az)
+    }
+
+    fn principal_of(machine: &serde_json::Value) -> Option<String> {
+        machine["identity"]["principalId"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    }
+
+    fn ours(&self, status: &AgentStatus) -> bool {
+        status.connected
+            && status
+                .resource_id
+                .as_deref()
+                .is_some_and(|r| r.eq_ignore_ascii_case(&self.settings.machine_id()))
+    }
+}
+
+/// Throttling or a transient server error reported by azcmagent.
+fn transient(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    [
+        "429",
+        "toomanyrequests",
+        "throttl",
+        "503",
+        "serviceunavailable",
+        "502",
+        "504",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
+}
+
+/// Whether the journal says this agent registered `machine_id`.
+fn journaled_machine(ctx: &Context, machine_id: &str) -> bool {
+    ctx.journal_snapshot().undo_for(NAME).iter().any(|e| {
+        matches!(&e.op, super::UndoOp::Custom { kind, data } if kind == "arcMachine"
+            && data["resourceId"].as_str().is_some_and(|r| r.eq_ignore_ascii_case(machine_id)))
+    })
+}
+
+#[async_trait::async_trait]
+impl Step for ArcInstall {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Identity
+    }
+
+    async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
+        let s = self.session(ctx).await?;
+        let st = &s.settings;
+        if !st.arc.enabled {
+            return Ok(Vec::new());
+        }
+        let mut actions = Vec::new();
+        let status = s.agent(ctx).show().await.map_err(az)?;
+        let machine = s.machine().await?;
+        let machine_id = st.machine_id();
+        let connected = s.ours(&status);
+        if status.connected && !connected {
+            return Err(StepError::failed(format!(
+                "the Arc agent on this machine is connected to {}, not to {machine_id} (azure.arc.*). \
+                 Disconnect it first (`azcmagent disconnect`) or fix the config",
+                status.resource_id.as_deref().unwrap_or("another resource")
+            )));
+        }
+        let principal = if connected {
+            machine.as_ref().and_then(Session::principal_of)
+        } else {
+            None
+        };
+        if !connected {
+            if machine.is_some() && !journaled_machine(ctx, &machine_id) && !st.arc.adopt_existing {
+                return Err(StepError::failed(format!(
+                    "the Arc machine resource {machine_id} already exists but this host's Arc agent is not connected to it and this agent \
+                     did not create it: it may belong to another host. Choose another azure.arc.machineName, delete the resource, \
+                     or set AKS_FLEX_NODE_ARC_ADOPT=1 to take it over"
+                )));
+            }
+            actions.push(Action::Custom {
+                kind: "arcConnect".into(),
+                summary: format!(
+                    "{} Arc machine {} in {} ({})",
+                    if machine.is_some() {
+                        "reconnect"
+                    } else {
+                        "register"
+                    },
+                    st.arc.machine_name,
+                    st.arc.resource_group,
+                    st.arc.location
+                ),
+                detail: json!({
+                    "resourceId": machine_id,
+                    "location": st.arc.location,
+                    "tags": st.arc.tags,
+                    "reconnect": machine.is_some(),
+                }),
+            });
+        }
+        // The cluster must authorise nodes through Azure RBAC.
+        let info = aks::get_cluster(&s.azure.arm, &st.cluster.resource_id)
+            .await
+            .map_err(az)?;
+        aks::require_azure_rbac(&info, &st.cluster.resource_id).map_err(az)?;
+
+        if st.arc.auto_role_assignment {
+            let existing = match &principal {
+                Some(p) => roles::list_for_principal(&s.azure.arm, &st.cluster.resource_id, p)
+                    .await
+                    .map_err(az)?,
+                None => Vec::new(),
+            };
+            let mut missing = 0;
+            for role in &st.arc.roles {
+                if existing.iter().any(|a| a.role_guid == role.guid) {
+                    continue;
+                }
+                missing += 1;
+                actions.push(Action::Custom {
+                    kind: "assignRole".into(),
+                    summary: format!(
+                        "assign {} to the Arc identity on cluster {}",
+                        role.name, st.cluster.resource_id
+                    ),
+                    detail: json!({
+                        "role": role.name,
+                        "roleDefinitionId": roles::role_definition_id(&st.subscription_id, &role.guid),
+                        "scope": st.cluster.resource_id,
+                        "principalId": principal.clone().unwrap_or_else(|| "(the Arc identity, once connected)".into()),
+                        "assignmentName": principal.as_deref().map(|p| roles::assignment_name(&st.cluster.resource_id, p, &role.guid)),
+                    }),
+                });
+            }
+            if missing > 0 {
+                actions.push(Action::Custom {
+                    kind: "waitRoles".into(),
+                    summary: "wait until the role assignments are visible".into(),
+                    detail: json!({"scope": st.cluster.resource_id, "timeoutSeconds": st.timing.visibility_timeout.as_secs()}),
+                });
+            }
+        }
+
+        // Cluster API server + CA: read-only, so fetched now (once per run) for the kubelet steps.
+        if ctx.cluster_endpoint().is_none() {
+            let ep = aks::user_credentials(&s.azure.arm, &st.cluster.resource_id)
+                .await
+                .map_err(az)?;
+            if !actions.is_empty() {
+                actions.push(Action::Custom {
+                    kind: "clusterCredentials".into(),
+                    summary: format!(
+                        "use cluster API server {} (listClusterUserCredential)",
+                        ep.server
+                    ),
+                    detail: json!({"server": ep.server, "cluster": st.cluster.resource_id}),
+                });
+            }
+            ctx.set_cluster_endpoint(ep);
+        }
+        if let Some(p) = principal {
+            *self.principal.lock().await = Some(p);
+        }
+        Ok(actions)
+    }
+
+    async fn apply_custom(
+        &self,
+        ctx: &Context,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> StepResult<()> {
+        let s = self.session(ctx).await?;
+        let st = &s.settings;
+        match kind {
+            "arcConnect" => {
+                let machine_id = st.machine_id();
+                ctx.record_undo(
+                    NAME,
+                    "arcMachine",
+                    json!({"resourceId": machine_id, "azcmagent": st.azcmagent}),
+                )?;
+                let token = s
+                    .azure
+                    .arm
+                    .credential()
+                    .get_token_for(&st.endpoints.arm_resource)
+                    .await
+                    .map_err(az)?;
+                let args = ConnectArgs {
+                    resource_group: st.arc.resource_group.clone(),
+                    tenant_id: st.tenant_id.clone(),
+                    location: st.arc.location.clone(),
+                    subscription_id: st.subscription_id.clone(),
+                    resource_name: st.arc.machine_name.clone(),
+                    tags: st.arc.tags.clone(),
+                    cloud: st.endpoints.name.azcmagent_cloud().into(),
+                };
+                // azcmagent's own ARM calls can be throttled (429) or meet a transient 5xx: retry those.
+                let mut attempt = 0;
+                let started = std::time::Instant::now();
+                loop {
+                    attempt += 1;
+                    match s.agent(ctx).connect(&args, &token.token).await {
+                        Ok(()) => break,
+                        Err(e)
+                            if started.elapsed() < st.timing.retry.throttle_budget
+                                && transient(&e.to_string()) =>
+                        {
+                            let d = st
+                                .timing
+                                .retry
+                                .backoff(attempt)
+                                .max(std::time::Duration::from_secs(1));
+                            tracing::info!(
+                                attempt,
+                                "azcmagent connect hit a transient Azure error; retrying: {e}"
+                            );
+                            tokio::time::sleep(d).await;
+                        }
+                        Err(e) => return Err(az(e)),
+                    }
+                }
+                // Wait for the system-assigned identity.
+                let deadline = tokio::time::Instant::now() + st.timing.identity_timeout;
+                loop {
+                    if let Some(p) = s.machine().await?.as_ref().and_then(Session::principal_of) {
+                        tracing::info!(principal = %p, "Arc machine connected with its managed identity");
+                        *self.principal.lock().await = Some(p);
+                        return Ok(());
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(StepError::failed(format!(
+                            "{machine_id} has no identity.principalId {:?} after connecting; check `azcmagent show`",
+                            st.timing.identity_timeout
+                        )));
+                    }
+                    tokio::time::sleep(st.timing.poll_interval).await;
+                }
+            }
+            "assignRole" => {
+                let principal = self.current_principal(&s).await?;
+                let guid = roles::guid_of(detail["roleDefinitionId"].as_str().unwrap_or(""));
+                let role = st
+                    .arc
+                    .roles
+                    .iter()
+                    .find(|r| r.guid == guid)
+                    .cloned()
+                    .ok_or_else(|| StepError::failed(format!("unknown role {guid} in plan")))?;
+                let scope = &st.cluster.resource_id;
+                let id =
+                    roles::assignment_id(scope, &roles::assignment_name(scope, &principal, &guid));
+                ctx.record_undo(
+                    NAME,
+                    "roleAssignment",
+                    json!({"id": id, "role": role.name, "principalId": principal}),
+                )?;
+                let created = roles::assign(
+                    &s.azure.arm,
+                    &st.subscription_id,
+                    scope,
+                    &principal,
+                    &role,
+                    &st.timing.principal,
+                )
+                .await
+                .map_err(az)?;
+                tracing::info!(role = %role.name, "{created:?}");
+                Ok(())
+            }
+            "waitRoles" => {
+                let principal = self.current_principal(&s).await?;
+                roles::wait_visible(
+                    &s.azure.arm,
+                    &st.cluster.resource_id,
+                    &principal,
+                    &st.arc.roles,
+                    st.timing.visibility_timeout,
+                    st.timing.poll_interval,
+                )
+                .await
+                .map_err(az)
+            }
+            // Fetched during planning; nothing left to do.
+            "clusterCredentials" => Ok(()),
+            other => Err(StepError::failed(format!("{NAME}: unknown action {other}"))),
+        }
+    }
+
+    async fn undo_custom(
+        &self,
+        ctx: &Context,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> StepResult<()> {
+        let s = self.session(ctx).await?;
+        match kind {
+            "roleAssignment" => {
+                let id = data["id"]
+                    .as_str()
+                    .ok_or_else(|| StepError::failed("roleAssignment record without id"))?;
+                let existed = roles::delete(&s.azure.arm, id).await.map_err(az)?;
+                tracing::info!(assignment = id, existed, "role assignment removed");
+                Ok(())
+            }
+            "arcMachine" => {
+                let id = data["resourceId"]
+                    .as_str()
+                    .ok_or_else(|| StepError::failed("arcMachine record without resourceId"))?;
+                let mut problems = Vec::new();
+                match s.azure.arm.delete(id, api::HYBRID_COMPUTE).await {
+                    Ok(existed) => {
+                        tracing::info!(machine = id, existed, "Arc machine resource removed")
+                    }
+                    Err(e) => problems.push(format!("deleting {id}: {e}")),
+                }
+                if let Err(e) = s.agent(ctx).disconnect_local().await {
+                    problems.push(e.to_string());
+                }
+                if problems.is_empty() {
+                    Ok(())
+                } else {
+                    Err(StepError::failed(problems.join("; ")))
+                }
+            }
+            other => Err(StepError::failed(format!("{NAME}: cannot undo {other}"))),
+        }
+    }
+}
+
+impl ArcInstall {
+    async fn current_principal(&self, s: &Session) -> StepResult<String> {
+        if let Some(p) = self.principal.lock().await.clone() {
+            return Ok(p);
+        }
+        let p = s
+            .machine()
+            .await?
+            .as_ref()
+            .and_then(Session::principal_of)
+            .ok_or_else(|| {
+                StepError::failed(format!(
+                    "{} has no managed identity (identity.principalId); is the Arc agent connected?",
+                    s.settings.machine_id()
+                ))
+            })?;
+        *self.principal.lock().await = Some(p.clone());
+        Ok(p)
+    }
+}

@@ -1,0 +1,472 @@
+//! Identity phase end to end against the in-process emulator on 127.0.0.1: bootstrap, re-run with zero
+//! ARM writes, plan output, unbootstrap, faults, and secrets never leaking.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use azure_emulator::scenario::{self, Scenario};
+use azure_emulator::{Emulator, EmulatorOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_aks-flex-node");
+
+fn azcmagent_bin() -> PathBuf {
+    // target/debug/deps/<test> -> target/debug/examples/azcmagent (cargo test builds examples).
+    let exe = std::env::current_exe().unwrap();
+    let p = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/azcmagent");
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        // `cargo test` builds examples, `cargo test --test x` does not: build it when missing.
+        if !p.exists() {
+            let st = std::process::Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "aks-flex-node",
+                    "--example",
+                    "azcmagent",
+                ])
+                .status()
+                .unwrap();
+            assert!(st.success(), "building the azcmagent stand-in failed");
+        }
+    });
+    assert!(p.exists(), "{} missing", p.display());
+    p
+}
+
+fn cluster_id() -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerService/managedClusters/{}",
+        scenario::DEMO_SUBSCRIPTION_ID,
+        scenario::DEMO_RESOURCE_GROUP,
+        scenario::DEMO_CLUSTER
+    )
+}
+
+struct World {
+    emu: Emulator,
+    dir: tempfile::TempDir,
+    host: String,
+}
+
+impl World {
+    async fn start(scenario: Scenario) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let emu = Emulator::start(EmulatorOptions {
+            scenario,
+            himds_key_dir: Some(dir.path().join("himds-keys")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("root")).unwrap();
+        World {
+            emu,
+            dir,
+            host: "node-a".into(),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn config(&self, secret: &str) -> PathBuf {
+        let u = self.emu.urls();
+        let cfg = serde_json::json!({
+            "azure": {
+                "subscriptionId": scenario::DEMO_SUBSCRIPTION_ID,
+                "tenantId": scenario::DEMO_TENANT_ID,
+                "resourceManagerEndpoint": u.arm,
+                "activeDirectoryEndpoint": u.login,
+                "servicePrincipal": {"clientId": scenario::DEMO_SP_CLIENT_ID, "clientSecret": secret},
+                "arc": {"machineName": self.host, "resourceGroup": scenario::DEMO_RESOURCE_GROUP, "location": "eastus",
+                        "tags": {"env": "test"}},
+                "targetCluster": {"resourceId": cluster_id(), "location": "eastus"}
+            },
+            "kubernetes": {"version": "1.30.4"},
+            "agent": {"logDir": "/var/log/aks-flex-node"}
+        });
+        let p = self.dir.path().join("config.json");
+        std::fs::write(&p, cfg.to_string()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        p
+    }
+
+    fn run(&self, args: &[&str], secret: &str) -> Output {
+        let u = self.emu.urls();
+        std::process::Command::new(BIN)
+            .args(["--root"])
+            .arg(self.root())
+            .arg("--config")
+            .arg(self.config(secret))
+            .args(args)
+            .env("AKS_FLEX_NODE_AZCMAGENT", azcmagent_bin())
+            .env("FLEXNODE_EMULATOR_URL", &u.control)
+            .env("FLEXNODE_EMULATOR_HOST", &self.host)
+            .env(
+                "IDENTITY_ENDPOINT",
+                format!(
+                    "{}/hosts/{}/metadata/identity/oauth2/token",
+                    u.himds, self.host
+                ),
+            )
+            .env("AKS_FLEX_NODE_AZURE_TIME_SCALE", "0.01")
+            .env_remove("AZURE_CLIENT_SECRET")
+            .output()
+            .unwrap()
+    }
+
+    fn principal(&self) -> Option<String> {
+        self.emu
+            .state()
+            .machines
+            .iter()
+            .find(|m| m.name == self.host)
+            .and_then(|m| m.principal_id.clone())
+    }
+
+    fn writes_since(&self, from: usize) -> Vec<String> {
+        self.emu.request_log()[from..]
+            .iter()
+            .filter(|e| is_write(&e.method, &e.path))
+            .map(|e| format!("{} {} {}", e.method, e.path, e.status))
+            .collect()
+    }
+}
+
+fn is_write(method: &str, path: &str) -> bool {
+    match method {
+        "GET" | "HEAD" => false,
+        // list* actions are reads expressed as POST.
+        "POST" => {
+            !path.rsplit('/').next().unwrap_or("").starts_with("list") && !path.contains("/oauth2/")
+        }
+        _ => true,
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const IDENTITY_ONLY: [&str; 4] = ["--skip-phase", "installation", "--skip-phase", "activation"];
+
+fn bootstrap_args() -> Vec<&'static str> {
+    let mut v = vec!["bootstrap"];
+    v.extend(IDENTITY_ONLY);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_rerun_plan_and_unbootstrap() {
+    let mut sc = Scenario::demo();
+    // Deleting the machine needs more than Azure Connected Machine Onboarding (see the unbootstrap test below).
+    sc.role_assignments
+        .push(azure_emulator::scenario::SeedRoleAssignment {
+            principal_id: scenario::DEMO_SP_OBJECT_ID.into(),
+            role: "Contributor".into(),
+            scope: format!(
+                "/subscriptions/{}/resourceGroups/{}",
+                scenario::DEMO_SUBSCRIPTION_ID,
+                scenario::DEMO_RESOURCE_GROUP
+            ),
+            name: None,
+        });
+    let w = World::start(sc).await;
+    let secret = scenario::DEMO_SP_SECRET;
+
+    // Plan on a fresh node lists the Arc, role and credential actions and changes nothing in Azure.
+    let out = w.run(&["plan", "-o", "json"], secret);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arc = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ArcInstall")
+        .unwrap();
+    let kinds: Vec<&str> = arc["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "arcConnect",
+            "assignRole",
+            "assignRole",
+            "assignRole",
+            "waitRoles",
+            "clusterCredentials"
+        ]
+    );
+    assert!(w.writes_since(0).is_empty(), "{:?}", w.writes_since(0));
+    assert!(!text(&out).contains(secret));
+
+    // Bootstrap, while watching every process's argv for secrets and tokens.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let watcher = {
+        let (stop, seen) = (stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            let mut saw_azcmagent = false;
+            while !stop.load(Ordering::Relaxed) {
+                for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                    if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+                        let c = String::from_utf8_lossy(&c).replace('\0', " ");
+                        if c.contains("azcmagent") && c.contains("connect") {
+                            saw_azcmagent = true;
+                        }
+                        if c.contains("eyJ") || c.contains(scenario::DEMO_SP_SECRET) {
+                            seen.lock().unwrap().push(c);
+                        }
+                    }
+                }
+            }
+            saw_azcmagent
+        })
+    };
+    // Keep azcmagent alive long enough to be seen: its machine PUT is slowed down.
+    w.emu
+        .set_fault(serde_json::from_value(serde_json::json!({
+            "method": "PUT", "path": "/subscriptions/*/resourceGroups/*/providers/Microsoft.HybridCompute/machines/*",
+            "kind": "latency", "latency_ms": 400, "count": 1
+        })).unwrap())
+        .unwrap();
+    let out = w.run(&bootstrap_args(), secret);
+    stop.store(true, Ordering::Relaxed);
+    let saw_azcmagent = watcher.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        saw_azcmagent,
+        "the /proc scan never saw azcmagent connect running"
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "secret on a command line: {:?}",
+        seen.lock().unwrap()
+    );
+    assert!(
+        !text(&out).contains(secret) && !text(&out).contains("eyJ"),
+        "{}",
+        text(&out)
+    );
+
+    let principal = w.principal().expect("machine has a principal");
+    let st = w.emu.state();
+    let mut roles: Vec<&str> = st
+        .role_assignments
+        .iter()
+        .filter(|r| r.principal_id == principal)
+        .map(|r| r.role_guid.as_str())
+        .collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        [
+            "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",
+            "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+            "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b"
+        ]
+    );
+    assert!(st.hosts.get(&w.host).is_some_and(|h| h.connected));
+    // The token file azcmagent read is gone, and nothing under the root holds a secret.
+    let journal =
+        std::fs::read_to_string(w.root().join("var/lib/aks-flex-node/journal.json")).unwrap();
+    assert!(!journal.contains(secret) && !journal.contains("eyJ"));
+    assert!(journal.contains("roleAssignment") && journal.contains("arcMachine"));
+
+    // Re-run: converged, zero ARM writes.
+    let from = w.emu.request_log().len();
+    let out = w.run(&bootstrap_args(), secret);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        w.writes_since(from).is_empty(),
+        "re-run wrote: {:?}",
+        w.writes_since(from)
+    );
+    let out = w.run(&["plan", "-o", "json"], secret);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arc = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ArcInstall")
+        .unwrap();
+    assert_eq!(arc["status"], "converged", "{arc}");
+
+    // The token command gets a token for the AKS AAD server app from this host's HIMDS.
+    let u = w.emu.urls();
+    let out = std::process::Command::new(BIN)
+        .args(["--root"]).arg(w.root()).arg("token")
+        .env("IDENTITY_ENDPOINT", format!("{}/hosts/{}/metadata/identity/oauth2/token", u.himds, w.host))
+        .env("KUBERNETES_EXEC_INFO", r#"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","spec":{"interactive":false}}"#)
+        .output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let cred: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cred["apiVersion"], "client.authentication.k8s.io/v1beta1");
+    assert!(cred["status"]["token"].as_str().unwrap().starts_with("eyJ"));
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+
+    // Unbootstrap removes what bootstrap made in Azure.
+    let out = w.run(&["unbootstrap"], secret);
+    assert!(out.status.success(), "{}", text(&out));
+    let st = w.emu.state();
+    assert!(
+        st.machines.iter().all(|m| m.name != w.host),
+        "machine left: {:?}",
+        st.machines
+    );
+    assert!(st
+        .role_assignments
+        .iter()
+        .all(|r| r.principal_id != principal));
+    assert!(!st.hosts.get(&w.host).is_some_and(|h| h.connected));
+}
+
+async fn bootstrap_fails_with(w: &World, secret: &str, needles: &[&str]) -> String {
+    let out = w.run(&bootstrap_args(), secret);
+    let t = text(&out);
+    assert!(!out.status.success(), "bootstrap should fail: {t}");
+    for n in needles {
+        assert!(t.contains(n), "missing {n:?} in:\n{t}");
+    }
+    assert!(!t.contains(secret) || secret.is_empty());
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_is_explained() {
+    let w = World::start(Scenario::demo()).await;
+    bootstrap_fails_with(
+        &w,
+        "wrong-secret-value",
+        &["AADSTS7000215", "client secret is wrong or expired"],
+    )
+    .await;
+    assert!(w.writes_since(0).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_without_azure_rbac_is_refused_with_the_fix() {
+    let mut s = Scenario::demo();
+    s.clusters[0].azure_rbac = false;
+    let w = World::start(s).await;
+    bootstrap_fails_with(
+        &w,
+        scenario::DEMO_SP_SECRET,
+        &["Azure RBAC", "--enable-azure-rbac"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_server_errors_resets_and_replication_are_survived() {
+    let w = World::start(Scenario::demo()).await;
+    for rule in [
+        serde_json::json!({"method":"PUT","path":"/**/roleAssignments/*","kind":"status","status":429,"retry_after_secs":1,"count":2}),
+        serde_json::json!({"method":"GET","path":"/**/managedClusters/*","kind":"status","status":503,"count":2}),
+        serde_json::json!({"method":"GET","path":"/**/roleAssignments","kind":"reset","count":1}),
+    ] {
+        w.emu
+            .set_fault(serde_json::from_value(rule).unwrap())
+            .unwrap();
+    }
+    // The new identity stays unknown to Azure RBAC for the first three assignment attempts.
+    w.emu.set_principal_replication_attempts(3);
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    let log = w.emu.request_log();
+    assert!(log.iter().any(|e| e.status == 429));
+    assert!(log
+        .iter()
+        .any(|e| e.status == 400 && e.path.contains("roleAssignments")));
+    let p = w.principal().unwrap();
+    assert_eq!(
+        w.emu
+            .state()
+            .role_assignments
+            .iter()
+            .filter(|r| r.principal_id == p)
+            .count(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_permission_names_role_scope_and_who_can_grant() {
+    let mut s = Scenario::demo();
+    // The SP keeps onboarding rights but loses User Access Administrator on the cluster.
+    s.role_assignments.retain(|r| {
+        let role = r.role.to_ascii_lowercase();
+        !(role.contains("18d7d88d-d35e-4fb5-a5c3-7773c20a72d9")
+            || role == "user access administrator")
+    });
+    let w = World::start(s).await;
+    bootstrap_fails_with(
+        &w,
+        scenario::DEMO_SP_SECRET,
+        &[
+            "not allowed to assign",
+            "User Access Administrator",
+            &cluster_id(),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tokens_mid_run_are_renewed() {
+    let w = World::start(Scenario::demo()).await;
+    // Tokens live one second: later requests in the run meet expired tokens and must re-authenticate.
+    w.emu.set_token_lifetime_secs(1);
+    w.emu.set_fault(serde_json::from_value(serde_json::json!({"method":"GET","path":"/**/managedClusters/*","kind":"latency","latency_ms":1500,"count":1})).unwrap()).unwrap();
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        w.emu.request_log().iter().any(|e| e.status == 401),
+        "no request met an expired token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbootstrap_reports_what_it_could_not_remove() {
+    // The demo SP may onboard machines but not delete them (as in Azure): unbootstrap must say so and fail.
+    let w = World::start(Scenario::demo()).await;
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    let p = w.principal().unwrap();
+    let out = w.run(&["unbootstrap"], scenario::DEMO_SP_SECRET);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("Microsoft.HybridCompute/machines/delete") && t.contains("node-a"),
+        "{t}"
+    );
+    // The role assignments were still removed, and the journal keeps the machine for a later attempt.
+    assert!(w
+        .emu
+        .state()
+        .role_assignments
+        .iter()
+        .all(|r| r.principal_id != p));
+    let journal =
+        std::fs::read_to_string(w.root().join("var/lib/aks-flex-node/journal.json")).unwrap();
+    assert!(journal.contains("arcMachine"));
+}
