@@ -109,7 +109,10 @@ pub enum Command {
         output: Output,
     },
 
-    /// Kubelet exec credential plugin: print an ExecCredential with an Entra token (not implemented yet).
+    /// Kubelet exec credential plugin: print an ExecCredential with an Entra token from the Arc identity.
+    ///
+    /// Used by the kubelet kubeconfig; reads KUBERNETES_EXEC_INFO, caches the token until 5 minutes
+    /// before expiry. Needs no config.
     Token,
 
     /// Print version information.
