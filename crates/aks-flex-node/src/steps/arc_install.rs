@@ -356,7 +356,14 @@ impl Step for ArcInstall {
                 )
                 .await
                 .map_err(az)?;
-                tracing::info!(role = %role.name, "{created:?}");
+                match created {
+                    roles::Created::Created(id) => {
+                        tracing::info!(role = %role.name, assignment = %id, "role assigned")
+                    }
+                    roles::Created::Existed(id) => {
+                        tracing::info!(role = %role.name, assignment = %id, "role was already assigned")
+                    }
+                }
                 Ok(())
             }
             "waitRoles" => {
