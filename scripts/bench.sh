@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# `make bench`: performance and scale figures. These are measurements, printed for people and CI logs;
+# they are not timed assertions in the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== 200 agents bootstrapping the identity phase concurrently against one emulator (ARM writes throttled)"
+cargo test -q --release -p aks-flex-node --test azure_scale -- --ignored --nocapture
