@@ -1,0 +1,501 @@
+//! The effective, typed configuration: defaults applied, legacy shapes merged, validated.
+//!
+//! Everything outside `config` reads only these types. They serialise (camelCase) for
+//! `config show`; secrets serialise as `"<redacted>"`, so a serialised `Config` is always safe
+//! to print.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A secret string. `Debug`, `Display` and `Serialize` print `<redacted>`; only
+/// [`Secret::expose`] gives the value, so it cannot leak by accident through logs or errors.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret value. Call this only where the value is handed to its consumer.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+impl JsonSchema for Secret {
+    fn schema_name() -> Cow<'static, str> {
+        "Secret".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "writeOnly": true,
+            "description": "A secret; never printed by the agent."
+        })
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+}
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Config {
+    /// Azure identity, Arc and target cluster.
+    pub azure: AzureConfig,
+    /// Agent logging and node name.
+    pub agent: AgentConfig,
+    /// Kubernetes binaries.
+    pub kubernetes: KubernetesConfig,
+    /// containerd.
+    pub containerd: ContainerdConfig,
+    /// runc.
+    pub runc: RuncConfig,
+    /// CNI plugins.
+    pub cni: CniConfig,
+    /// Node Problem Detector.
+    pub npd: NpdConfig,
+    /// Kubernetes node settings.
+    pub node: NodeConfig,
+    /// Cluster networking.
+    pub networking: NetworkingConfig,
+    /// Host paths.
+    pub paths: PathsConfig,
+    /// Bootstrap sources.
+    pub bootstrap: BootstrapConfig,
+    /// Artifact sources.
+    pub artifacts: ArtifactsConfig,
+}
+
+impl Config {
+    /// The configuration as JSON for `config show`; every secret is `"<redacted>"`.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        // Secret's Serialize impl already redacts; serialising these plain types cannot fail.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Azure cloud environment. Spellings are the original's; parsing is case-insensitive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum Cloud {
+    /// Azure public cloud (default).
+    #[default]
+    AzurePublicCloud,
+    /// Azure US Government.
+    AzureUSGovernmentCloud,
+    /// Azure China (21Vianet).
+    AzureChinaCloud,
+}
+
+impl Cloud {
+    /// All values, in the order shown to users.
+    pub const ALL: [Cloud; 3] = [
+        Cloud::AzurePublicCloud,
+        Cloud::AzureUSGovernmentCloud,
+        Cloud::AzureChinaCloud,
+    ];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cloud::AzurePublicCloud => "AzurePublicCloud",
+            Cloud::AzureUSGovernmentCloud => "AzureUSGovernmentCloud",
+            Cloud::AzureChinaCloud => "AzureChinaCloud",
+        }
+    }
+
+    /// Parses a config value case-insensitively (surrounding whitespace ignored).
+    pub fn parse(s: &str) -> Option<Cloud> {
+        let s = s.trim();
+        Cloud::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// Azure settings.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureConfig {
+    /// Subscription GUID (from `azure.subscriptionId`, or the cluster resource ID when absent).
+    pub subscription_id: String,
+    /// Entra tenant GUID.
+    pub tenant_id: String,
+    /// Cloud environment.
+    pub cloud: Cloud,
+    /// ARM endpoint override.
+    pub resource_manager_endpoint: Option<String>,
+    /// Entra authority override.
+    pub active_directory_endpoint: Option<String>,
+    /// Extra CA bundle for Azure endpoints.
+    pub ca_bundle: Option<PathBuf>,
+    /// Service principal auth; `None` with no managed identity means Azure CLI auth.
+    pub service_principal: Option<ServicePrincipal>,
+    /// Managed identity auth.
+    pub managed_identity: Option<ManagedIdentity>,
+    /// Kubelet TLS bootstrap token (may be combined with one Azure auth mode).
+    pub bootstrap_token: Option<BootstrapToken>,
+    /// Arc registration.
+    pub arc: ArcConfig,
+    /// The target AKS cluster.
+    pub target_cluster: TargetCluster,
+    /// Agent pool name (newer shape).
+    pub target_agent_pool_name: Option<String>,
+}
+
+/// Service principal credentials.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePrincipal {
+    /// Tenant GUID (falls back to `azure.tenantId`).
+    pub tenant_id: String,
+    /// Application (client) GUID.
+    pub client_id: String,
+    /// The client secret (from `clientSecret`, `clientSecretFile` or AZURE_CLIENT_SECRET).
+    pub client_secret: Secret,
+}
+
+/// Managed identity.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedIdentity {
+    /// User-assigned identity client GUID; `None` = system-assigned.
+    pub client_id: Option<String>,
+}
+
+/// Kubernetes bootstrap token.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapToken {
+    /// `[a-z0-9]{6}.[a-z0-9]{16}`.
+    pub token: Secret,
+}
+
+/// Arc registration.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArcConfig {
+    /// Register with Arc (default true).
+    pub enabled: bool,
+    /// Arc machine name (default: host name).
+    pub machine_name: String,
+    /// Resource tags (keys keep their case).
+    pub tags: BTreeMap<String, String>,
+    /// Resource group (default: the cluster's).
+    pub resource_group: String,
+    /// Region (default: the cluster's).
+    pub location: String,
+    /// Assign roles to the Arc identity (default true).
+    pub auto_role_assignment: bool,
+}
+
+/// The target cluster, with the parts parsed from its resource ID.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetCluster {
+    /// Full ARM resource ID as given.
+    pub resource_id: String,
+    /// Region.
+    pub location: String,
+    /// Subscription parsed from the resource ID.
+    pub subscription_id: String,
+    /// Resource group parsed from the resource ID.
+    pub resource_group: String,
+    /// Cluster name parsed from the resource ID.
+    pub name: String,
+}
+
+/// Log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LogLevel {
+    /// debug
+    Debug,
+    /// info (default)
+    #[default]
+    Info,
+    /// warning (`warn` is accepted)
+    Warning,
+    /// error
+    Error,
+}
+
+impl LogLevel {
+    /// Parses case-insensitively, trimmed; `warn` means Warning.
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "debug" => Some(LogLevel::Debug),
+            "info" => Some(LogLevel::Info),
+            "warning" | "warn" => Some(LogLevel::Warning),
+            "error" => Some(LogLevel::Error),
+            _ => None,
+        }
+    }
+}
+
+/// Agent settings.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentConfig {
+    /// Log level.
+    pub log_level: LogLevel,
+    /// Log directory.
+    pub log_dir: PathBuf,
+    /// Kubernetes node name (RFC 1123, lower case).
+    pub node_name: String,
+}
+
+/// Kubernetes binaries.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesConfig {
+    /// Full version `x.y.z` without a leading `v`.
+    pub version: String,
+    /// Download URL template (two `%s`: version, arch); `None` = artifacts default.
+    pub url_template: Option<String>,
+    /// Expected digests.
+    pub sha256: KubeSha256,
+}
+
+/// Expected sha256 digests of the Kubernetes binaries (lower-case hex).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeSha256 {
+    /// kubelet.
+    pub kubelet: Option<String>,
+    /// kubectl.
+    pub kubectl: Option<String>,
+    /// kubeadm.
+    pub kubeadm: Option<String>,
+}
+
+/// containerd.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerdConfig {
+    /// Version (default 1.7.20).
+    pub version: String,
+    /// Pause image (default mcr.microsoft.com/oss/kubernetes/pause:3.6).
+    pub pause_image: String,
+    /// Metrics address (default 127.0.0.1:10257, deliberately not the original's 0.0.0.0).
+    pub metrics_address: String,
+    /// Expected tarball digest.
+    pub sha256: Option<String>,
+}
+
+/// runc.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuncConfig {
+    /// Version (default 1.1.12).
+    pub version: String,
+    /// Expected binary digest.
+    pub sha256: Option<String>,
+}
+
+/// CNI mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CniMode {
+    /// Install the bridge plugin config (default).
+    #[default]
+    Bridge,
+    /// Install the plugins but no network config (a cluster CNI provides it).
+    None,
+}
+
+/// CNI plugins.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniConfig {
+    /// Version (default 1.5.1).
+    pub version: String,
+    /// Expected tarball digest.
+    pub sha256: Option<String>,
+    /// Mode.
+    pub mode: CniMode,
+}
+
+/// Node Problem Detector.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NpdConfig {
+    /// Install it (default true).
+    pub enabled: bool,
+    /// Version with leading `v` (default v1.35.1).
+    pub version: String,
+    /// Expected tarball digest.
+    pub sha256: Option<String>,
+}
+
+/// Taint effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TaintEffect {
+    /// NoSchedule
+    NoSchedule,
+    /// PreferNoSchedule
+    PreferNoSchedule,
+    /// NoExecute
+    NoExecute,
+}
+
+impl TaintEffect {
+    /// Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaintEffect::NoSchedule => "NoSchedule",
+            TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+            TaintEffect::NoExecute => "NoExecute",
+        }
+    }
+}
+
+/// A node taint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Taint {
+    /// Key (label-key syntax).
+    pub key: String,
+    /// Optional value (label-value syntax).
+    pub value: Option<String>,
+    /// Effect.
+    pub effect: TaintEffect,
+}
+
+impl fmt::Display for Taint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={}:{}", self.key, v, self.effect.as_str()),
+            None => write!(f, "{}:{}", self.key, self.effect.as_str()),
+        }
+    }
+}
+
+/// Node settings.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeConfig {
+    /// Max pods, 1..=250 (default 110).
+    pub max_pods: u32,
+    /// User labels as written. The kubelet renderer adds `kubernetes.azure.com/managed=false`.
+    pub labels: BTreeMap<String, String>,
+    /// Registration taints.
+    pub taints: Vec<Taint>,
+    /// kubelet settings.
+    pub kubelet: KubeletConfig,
+}
+
+/// kubelet settings.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeletConfig {
+    /// --kube-reserved.
+    pub kube_reserved: BTreeMap<String, String>,
+    /// --eviction-hard (keys like `memory.available` kept as written).
+    pub eviction_hard: BTreeMap<String, String>,
+    /// Verbosity (default 2).
+    pub verbosity: u32,
+    /// Image GC high threshold (default 85).
+    #[serde(rename = "imageGCHighThreshold")]
+    pub image_gc_high_threshold: u8,
+    /// Image GC low threshold (default 80), below high.
+    #[serde(rename = "imageGCLowThreshold")]
+    pub image_gc_low_threshold: u8,
+    /// API server URL (absolute https), from serverURL or clusterFQDN.
+    #[serde(rename = "serverURL")]
+    pub server_url: Option<String>,
+    /// Base64 PEM CA certificate of the API server.
+    pub ca_cert_data: Option<String>,
+    /// Node IP.
+    #[serde(rename = "nodeIP")]
+    pub node_ip: Option<IpAddr>,
+}
+
+/// Networking.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkingConfig {
+    /// Pod CIDR (validated IPv4/IPv6 CIDR).
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: Option<String>,
+    /// Cluster DNS service IP.
+    #[serde(rename = "dnsServiceIP")]
+    pub dns_service_ip: Option<IpAddr>,
+}
+
+/// Host paths.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PathsConfig {
+    /// Kubernetes paths.
+    pub kubernetes: KubernetesPaths,
+}
+
+/// Kubernetes host paths (original defaults).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesPaths {
+    /// /etc/kubernetes
+    pub config_dir: PathBuf,
+    /// /etc/kubernetes/certs
+    pub certs_dir: PathBuf,
+    /// /etc/kubernetes/manifests
+    pub manifests_dir: PathBuf,
+    /// /etc/kubernetes/volumeplugins
+    pub volume_plugin_dir: PathBuf,
+    /// /var/lib/kubelet
+    pub kubelet_dir: PathBuf,
+}
+
+/// Bootstrap sources.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapConfig {
+    /// Offline bundle: absolute directory or `file://` URL.
+    pub offline_artifacts: Option<String>,
+}
+
+/// Artifact sources.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactsConfig {
+    /// Mirror base URL (http or https).
+    pub mirror: Option<String>,
+}
