@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use aks_flex_node::config::{
-    load_file, load_str, CniMode, Cloud, ConfigError, LoadOptions, Loaded, LogLevel, Problem,
+    load_file, load_str, Cloud, CniMode, ConfigError, LoadOptions, Loaded, LogLevel, Problem,
     TaintEffect,
 };
 use serde_json::{json, Value};
@@ -103,7 +103,10 @@ fn seed_readme_example_loads_with_original_defaults() {
     assert_eq!(c.agent.node_name, "edge-host");
     assert_eq!(c.kubernetes.version, "1.30.4");
     assert_eq!(c.containerd.version, "1.7.20");
-    assert_eq!(c.containerd.pause_image, "mcr.microsoft.com/oss/kubernetes/pause:3.6");
+    assert_eq!(
+        c.containerd.pause_image,
+        "mcr.microsoft.com/oss/kubernetes/pause:3.6"
+    );
     assert_eq!(c.containerd.metrics_address, "127.0.0.1:10257");
     assert_eq!(c.runc.version, "1.1.12");
     assert_eq!(c.cni.version, "1.5.1");
@@ -114,8 +117,14 @@ fn seed_readme_example_loads_with_original_defaults() {
     assert_eq!(c.node.kubelet.verbosity, 2);
     assert_eq!(c.node.kubelet.image_gc_high_threshold, 85);
     assert_eq!(c.node.kubelet.image_gc_low_threshold, 80);
-    assert_eq!(c.paths.kubernetes.kubelet_dir, Path::new("/var/lib/kubelet"));
-    assert_eq!(c.paths.kubernetes.volume_plugin_dir, Path::new("/etc/kubernetes/volumeplugins"));
+    assert_eq!(
+        c.paths.kubernetes.kubelet_dir,
+        Path::new("/var/lib/kubelet")
+    );
+    assert_eq!(
+        c.paths.kubernetes.volume_plugin_dir,
+        Path::new("/etc/kubernetes/volumeplugins")
+    );
     assert_eq!(c.agent.log_dir, Path::new("/var/log/aks-flex-node"));
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
@@ -136,7 +145,10 @@ fn full_fixture_loads_every_field() {
     let l = load_file(&fixture("full.json"), &opts()).expect("full.json loads");
     let c = l.config;
     let sp = c.azure.service_principal.expect("sp");
-    assert_eq!(sp.client_secret.expose(), "s3cr3t-value-that-must-never-print");
+    assert_eq!(
+        sp.client_secret.expose(),
+        "s3cr3t-value-that-must-never-print"
+    );
     assert_eq!(c.kubernetes.version, "1.30.4");
     assert_eq!(c.npd.version, "v1.35.1");
     assert_eq!(c.agent.log_level, LogLevel::Debug);
@@ -145,7 +157,10 @@ fn full_fixture_loads_every_field() {
     assert_eq!(c.node.labels["Environment"], "Edge");
     assert_eq!(c.azure.arc.tags["Cost.Center"], "R&D");
     assert_eq!(c.networking.pod_cidr.as_deref(), Some("10.244.1.0/24"));
-    assert_eq!(c.bootstrap.offline_artifacts.as_deref(), Some("/opt/aks-flex-node/bundle"));
+    assert_eq!(
+        c.bootstrap.offline_artifacts.as_deref(),
+        Some("/opt/aks-flex-node/bundle")
+    );
 }
 
 #[test]
@@ -156,19 +171,28 @@ fn newer_shape_maps_onto_the_same_model() {
     assert_eq!(c.kubernetes.version, "1.31.2");
     assert_eq!(c.containerd.version, "1.7.22");
     assert_eq!(c.runc.version, "1.1.14");
-    assert_eq!(c.containerd.pause_image, "mcr.microsoft.com/oss/kubernetes/pause:3.9");
+    assert_eq!(
+        c.containerd.pause_image,
+        "mcr.microsoft.com/oss/kubernetes/pause:3.9"
+    );
     assert_eq!(
         c.node.kubelet.server_url.as_deref(),
         Some("https://flex-cluster-dns-12345678.hcp.westus.azmk8s.io:443")
     );
-    assert_eq!(c.azure.bootstrap_token.expect("token").token.expose(), "abcdef.0123456789abcdef");
+    assert_eq!(
+        c.azure.bootstrap_token.expect("token").token.expose(),
+        "abcdef.0123456789abcdef"
+    );
     assert_eq!(
         c.azure.managed_identity.expect("mi").client_id.as_deref(),
         Some("9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a")
     );
     assert!(!c.azure.arc.enabled);
     assert_eq!(c.node.taints[0].key, "kubernetes.azure.com/flex");
-    assert_eq!(c.azure.target_agent_pool_name.as_deref(), Some("aksflexnodes"));
+    assert_eq!(
+        c.azure.target_agent_pool_name.as_deref(),
+        Some("aksflexnodes")
+    );
 }
 
 #[test]
@@ -182,7 +206,11 @@ fn missing_target_cluster_is_an_error_not_a_crash() {
 #[test]
 fn bad_resource_id_is_reported_with_value_and_format() {
     let mut v = seed();
-    set(&mut v, "azure.targetCluster.resourceId", json!("/subscriptions/x/rg"));
+    set(
+        &mut v,
+        "azure.targetCluster.resourceId",
+        json!("/subscriptions/x/rg"),
+    );
     let p = only_problem(&v, "azure.targetCluster.resourceId");
     assert_eq!(
         p.to_string(),
@@ -207,7 +235,11 @@ fn bad_cloud_lists_allowed_values_and_cloud_is_case_insensitive() {
     let mut v = seed();
     set(&mut v, "azure.cloud", json!("AzureMoonCloud"));
     let p = only_problem(&v, "azure.cloud");
-    assert!(p.expected.contains("AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud"), "{p}");
+    assert!(
+        p.expected
+            .contains("AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud"),
+        "{p}"
+    );
     set(&mut v, "azure.cloud", json!("azureusgovernmentcloud"));
     assert_eq!(ok(&v).config.azure.cloud, Cloud::AzureUSGovernmentCloud);
 }
@@ -215,14 +247,22 @@ fn bad_cloud_lists_allowed_values_and_cloud_is_case_insensitive() {
 #[test]
 fn log_level_is_case_insensitive_and_bad_values_list_allowed() {
     let mut v = seed();
-    for (given, want) in [("DEBUG", LogLevel::Debug), ("  info ", LogLevel::Info), ("warn", LogLevel::Warning), ("Error", LogLevel::Error)] {
+    for (given, want) in [
+        ("DEBUG", LogLevel::Debug),
+        ("  info ", LogLevel::Info),
+        ("warn", LogLevel::Warning),
+        ("Error", LogLevel::Error),
+    ] {
         set(&mut v, "agent.logLevel", json!(given));
         assert_eq!(ok(&v).config.agent.log_level, want, "{given}");
     }
     set(&mut v, "agent.logLevel", json!("verbose"));
     let p = only_problem(&v, "agent.logLevel");
     assert!(p.to_string().contains("\"verbose\""));
-    assert!(p.expected.contains("debug, info, warning (or warn), error"), "{p}");
+    assert!(
+        p.expected.contains("debug, info, warning (or warn), error"),
+        "{p}"
+    );
 }
 
 #[test]
@@ -240,8 +280,16 @@ fn partial_kubernetes_version_is_rejected_with_a_hint() {
 #[test]
 fn dotted_label_keys_and_eviction_keys_are_preserved() {
     let mut v = seed();
-    set(&mut v, "node.labels", json!({"kubernetes.azure.com/role": "agent", "Team": "Edge"}));
-    set(&mut v, "node.kubelet.evictionHard", json!({"memory.available": "100Mi", "nodefs.available": "10%"}));
+    set(
+        &mut v,
+        "node.labels",
+        json!({"kubernetes.azure.com/role": "agent", "Team": "Edge"}),
+    );
+    set(
+        &mut v,
+        "node.kubelet.evictionHard",
+        json!({"memory.available": "100Mi", "nodefs.available": "10%"}),
+    );
     set(&mut v, "node.kubelet.kubeReserved", json!({"CPU": "100m"}));
     let c = ok(&v).config;
     assert_eq!(c.node.labels["kubernetes.azure.com/role"], "agent");
@@ -262,8 +310,16 @@ fn invalid_label_key_is_reported_with_quoted_path() {
 #[test]
 fn service_principal_without_tenant_uses_azure_tenant() {
     let mut v = seed();
-    set(&mut v, "azure.servicePrincipal", json!({"clientId": "3f2a1c44-5b6d-4e7f-8a9b-0c1d2e3f4a5b", "clientSecret": "abc"}));
-    let sp = ok(&v).config.azure.service_principal.expect("sp auth, not CLI");
+    set(
+        &mut v,
+        "azure.servicePrincipal",
+        json!({"clientId": "3f2a1c44-5b6d-4e7f-8a9b-0c1d2e3f4a5b", "clientSecret": "abc"}),
+    );
+    let sp = ok(&v)
+        .config
+        .azure
+        .service_principal
+        .expect("sp auth, not CLI");
     assert_eq!(sp.tenant_id, TENANT);
     assert_eq!(sp.client_secret.expose(), "abc");
 }
@@ -275,17 +331,39 @@ fn client_secret_file_is_read_and_loose_mode_warns() {
     std::fs::write(&secret, "from-file\n").expect("write");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let mut v = seed();
-    set(&mut v, "azure.servicePrincipal", json!({"clientId": "3f2a1c44-5b6d-4e7f-8a9b-0c1d2e3f4a5b", "clientSecretFile": secret}));
+    set(
+        &mut v,
+        "azure.servicePrincipal",
+        json!({"clientId": "3f2a1c44-5b6d-4e7f-8a9b-0c1d2e3f4a5b", "clientSecretFile": secret}),
+    );
     let l = ok(&v);
-    assert_eq!(l.config.azure.service_principal.expect("sp").client_secret.expose(), "from-file");
+    assert_eq!(
+        l.config
+            .azure
+            .service_principal
+            .expect("sp")
+            .client_secret
+            .expose(),
+        "from-file"
+    );
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let l = ok(&v);
-    assert!(l.warnings.iter().any(|w| w.contains("0644") && w.contains("chmod 600")), "{:?}", l.warnings);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("0644") && w.contains("chmod 600")),
+        "{:?}",
+        l.warnings
+    );
     assert!(!l.warnings.iter().any(|w| w.contains("from-file")));
 
-    set(&mut v, "azure.servicePrincipal.clientSecretFile", json!(dir.path().join("missing")));
+    set(
+        &mut v,
+        "azure.servicePrincipal.clientSecretFile",
+        json!(dir.path().join("missing")),
+    );
     let p = only_problem(&v, "azure.servicePrincipal.clientSecretFile");
     assert!(p.expected.contains("cannot be read"), "{p}");
 }
@@ -295,17 +373,38 @@ fn client_secret_from_environment_and_exactly_one_source() {
     fn env(k: &str) -> Option<String> {
         (k == "AZURE_CLIENT_SECRET").then(|| "from-env".to_string())
     }
-    let o = LoadOptions { hostname: "h".into(), env: &env };
+    let o = LoadOptions {
+        hostname: "h".into(),
+        env: &env,
+    };
     let mut v = seed();
-    set(&mut v, "azure.servicePrincipal", json!({"clientId": "3f2a1c44-5b6d-4e7f-8a9b-0c1d2e3f4a5b"}));
+    set(
+        &mut v,
+        "azure.servicePrincipal",
+        json!({"clientId": "3f2a1c44-5b6d-4e7f-8a9b-0c1d2e3f4a5b"}),
+    );
     let c = load_str(&v.to_string(), "t", &o).expect("loads").config;
-    assert_eq!(c.azure.service_principal.expect("sp").client_secret.expose(), "from-env");
+    assert_eq!(
+        c.azure
+            .service_principal
+            .expect("sp")
+            .client_secret
+            .expose(),
+        "from-env"
+    );
 
-    set(&mut v, "azure.servicePrincipal.clientSecret", json!("inline-secret-xyz"));
+    set(
+        &mut v,
+        "azure.servicePrincipal.clientSecret",
+        json!("inline-secret-xyz"),
+    );
     let err = load_str(&v.to_string(), "t", &o).expect_err("two sources");
     let text = err.to_string();
     assert!(text.contains("more than one source"), "{text}");
-    assert!(!text.contains("inline-secret-xyz") && !text.contains("from-env"), "{text}");
+    assert!(
+        !text.contains("inline-secret-xyz") && !text.contains("from-env"),
+        "{text}"
+    );
 
     remove(&mut v, "azure.servicePrincipal.clientSecret");
     let p = only_problem(&v, "azure.servicePrincipal.clientSecret"); // no env in opts()
@@ -317,24 +416,45 @@ fn config_file_with_secret_readable_by_others_warns() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config.json");
     let mut v = seed();
-    set(&mut v, "azure.servicePrincipal", json!({"clientId": "3f2a1c44-5b6d-4e7f-8a9b-0c1d2e3f4a5b", "clientSecret": "abc"}));
+    set(
+        &mut v,
+        "azure.servicePrincipal",
+        json!({"clientId": "3f2a1c44-5b6d-4e7f-8a9b-0c1d2e3f4a5b", "clientSecret": "abc"}),
+    );
     std::fs::write(&path, v.to_string()).expect("write");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let l = load_file(&path, &opts()).expect("loads");
-    assert!(l.warnings.iter().any(|w| w.contains("holds a secret") && w.contains("0644")), "{:?}", l.warnings);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("holds a secret") && w.contains("0644")),
+        "{:?}",
+        l.warnings
+    );
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    assert!(load_file(&path, &opts()).expect("loads").warnings.is_empty());
+    assert!(load_file(&path, &opts())
+        .expect("loads")
+        .warnings
+        .is_empty());
     // No secret in the file: a world-readable file is fine.
     std::fs::write(&path, seed().to_string()).expect("write");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    assert!(load_file(&path, &opts()).expect("loads").warnings.is_empty());
+    assert!(load_file(&path, &opts())
+        .expect("loads")
+        .warnings
+        .is_empty());
 }
 
 #[test]
 fn unreadable_file_names_the_path() {
-    let err = load_file(Path::new("/nonexistent/aks-flex-node.json"), &opts()).expect_err("missing");
+    let err =
+        load_file(Path::new("/nonexistent/aks-flex-node.json"), &opts()).expect_err("missing");
     assert!(matches!(err, ConfigError::Read { .. }));
-    assert!(err.to_string().starts_with("cannot read config file /nonexistent/aks-flex-node.json: "), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot read config file /nonexistent/aks-flex-node.json: "),
+        "{err}"
+    );
 }
 
 #[test]
@@ -343,8 +463,21 @@ fn unknown_key_warns_with_nearest_known_key() {
     set(&mut v, "azure.subscriptionIdd", json!("x"));
     set(&mut v, "agent.logLevl", json!("info"));
     let l = ok(&v);
-    assert!(l.warnings.iter().any(|w| w.contains("`azure.subscriptionIdd`") && w.contains("did you mean `azure.subscriptionId`")), "{:?}", l.warnings);
-    assert!(l.warnings.iter().any(|w| w.contains("did you mean `agent.logLevel`")), "{:?}", l.warnings);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("`azure.subscriptionIdd`")
+                && w.contains("did you mean `azure.subscriptionId`")),
+        "{:?}",
+        l.warnings
+    );
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("did you mean `agent.logLevel`")),
+        "{:?}",
+        l.warnings
+    );
 }
 
 #[test]
@@ -365,7 +498,10 @@ fn keys_match_case_insensitively() {
     assert_eq!(l.config.azure.subscription_id, SUB);
     assert_eq!(l.config.kubernetes.version, "1.30.1");
     assert_eq!(l.config.node.kubelet.image_gc_high_threshold, 90);
-    assert_eq!(l.config.node.kubelet.server_url.as_deref(), Some("https://api.example.com"));
+    assert_eq!(
+        l.config.node.kubelet.server_url.as_deref(),
+        Some("https://api.example.com")
+    );
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
 
@@ -393,7 +529,11 @@ fn conflicting_old_and_new_keys_name_both_paths() {
     only_problem(&v, "cni.version");
 
     let mut v = seed();
-    set(&mut v, "node.kubelet.serverURL", json!("https://a.example.com"));
+    set(
+        &mut v,
+        "node.kubelet.serverURL",
+        json!("https://a.example.com"),
+    );
     set(&mut v, "node.kubelet.clusterFQDN", json!("b.example.com"));
     only_problem(&v, "node.kubelet.serverURL");
     set(&mut v, "node.kubelet.clusterFQDN", json!("A.example.com"));
@@ -404,7 +544,12 @@ fn conflicting_old_and_new_keys_name_both_paths() {
 fn json_syntax_error_gives_line_and_column() {
     let text = "{\n  \"azure\": {\n    \"tenantId\": \"x\",\n  }\n}";
     match load_str(text, "/etc/aks-flex-node/config.json", &opts()) {
-        Err(ConfigError::Syntax { origin, line, column, message }) => {
+        Err(ConfigError::Syntax {
+            origin,
+            line,
+            column,
+            message,
+        }) => {
             assert_eq!(origin, "/etc/aks-flex-node/config.json");
             assert_eq!((line, column), (4, 3));
             assert!(!message.contains("line"), "{message}");
@@ -424,22 +569,39 @@ fn several_problems_are_reported_at_once() {
     set(&mut v, "node.kubelet.verbosity", json!("high"));
     set(&mut v, "node.taints", json!(["nope"]));
     let err = load(&v).expect_err("invalid");
-    let ConfigError::Invalid { problems, .. } = &err else { panic!("{err}") };
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
     let mut fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
     fields.sort_unstable();
     assert_eq!(
         fields,
-        ["agent.logLevel", "azure.cloud", "azure.tenantId", "kubernetes.version", "node.kubelet.verbosity", "node.maxPods", "node.taints[0]"]
+        [
+            "agent.logLevel",
+            "azure.cloud",
+            "azure.tenantId",
+            "kubernetes.version",
+            "node.kubelet.verbosity",
+            "node.maxPods",
+            "node.taints[0]"
+        ]
     );
     let text = err.to_string();
-    assert!(text.starts_with("test.json: 7 problems in the configuration:"), "{text}");
+    assert!(
+        text.starts_with("test.json: 7 problems in the configuration:"),
+        "{text}"
+    );
     assert_eq!(text.lines().count(), 8, "{text}");
 }
 
 #[test]
 fn sp_and_managed_identity_together_is_an_error() {
     let mut v = seed();
-    set(&mut v, "azure.servicePrincipal", json!({"clientId": "3f2a1c44-5b6d-4e7f-8a9b-0c1d2e3f4a5b", "clientSecret": "abc"}));
+    set(
+        &mut v,
+        "azure.servicePrincipal",
+        json!({"clientId": "3f2a1c44-5b6d-4e7f-8a9b-0c1d2e3f4a5b", "clientSecret": "abc"}),
+    );
     set(&mut v, "azure.managedIdentity", json!({}));
     let p = only_problem(&v, "azure.managedIdentity");
     assert!(p.expected.contains("at most one"), "{p}");
@@ -448,16 +610,26 @@ fn sp_and_managed_identity_together_is_an_error() {
 #[test]
 fn bad_bootstrap_token_is_reported_without_its_value() {
     let mut v = seed();
-    set(&mut v, "azure.bootstrapToken.token", json!("NOTATOKEN-secretish"));
+    set(
+        &mut v,
+        "azure.bootstrapToken.token",
+        json!("NOTATOKEN-secretish"),
+    );
     set(&mut v, "node.kubelet.clusterFQDN", json!("api.example.com"));
     let ps = problems(&v);
-    let p = ps.iter().find(|p| p.field == "azure.bootstrapToken.token").expect("token problem");
+    let p = ps
+        .iter()
+        .find(|p| p.field == "azure.bootstrapToken.token")
+        .expect("token problem");
     assert_eq!(p.value, None);
     let all = load(&v).expect_err("bad").to_string();
     assert!(!all.contains("NOTATOKEN"), "{all}");
     // wrong JSON type for a secret is redacted too
     set(&mut v, "azure.bootstrapToken.token", json!(12345));
-    let p = problems(&v).into_iter().find(|p| p.field == "azure.bootstrapToken.token").expect("problem");
+    let p = problems(&v)
+        .into_iter()
+        .find(|p| p.field == "azure.bootstrapToken.token")
+        .expect("problem");
     assert_eq!(p.value, None);
 }
 
@@ -467,8 +639,17 @@ fn node_name_is_normalised_with_a_warning() {
     set(&mut v, "agent.nodeName", json!("Edge_Node01"));
     let l = ok(&v);
     assert_eq!(l.config.agent.node_name, "edge-node01");
-    assert!(l.warnings.iter().any(|w| w.contains("\"Edge_Node01\"") && w.contains("\"edge-node01\"")), "{:?}", l.warnings);
-    let o = LoadOptions { hostname: "MyHost".into(), env: &no_env };
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("\"Edge_Node01\"") && w.contains("\"edge-node01\"")),
+        "{:?}",
+        l.warnings
+    );
+    let o = LoadOptions {
+        hostname: "MyHost".into(),
+        env: &no_env,
+    };
     let l = load_str(&seed().to_string(), "t", &o).expect("loads");
     assert_eq!(l.config.agent.node_name, "myhost");
     assert_eq!(l.warnings.len(), 1);
@@ -482,18 +663,38 @@ fn wrong_json_types_are_problems() {
     set(&mut v, "node.kubelet.imageGCHighThreshold", json!(-5));
     let ps = problems(&v);
     assert_eq!(ps.len(), 3, "{ps:#?}");
-    assert!(ps.iter().any(|p| p.field == "node.maxPods" && p.expected.contains("a whole number")));
-    assert!(ps.iter().any(|p| p.field == "azure.arc.tags" && p.value.as_deref() == Some("[\"a\"]")));
+    assert!(ps
+        .iter()
+        .any(|p| p.field == "node.maxPods" && p.expected.contains("a whole number")));
+    assert!(ps
+        .iter()
+        .any(|p| p.field == "azure.arc.tags" && p.value.as_deref() == Some("[\"a\"]")));
 }
 
 #[test]
 fn runc_url_and_newer_unsupported_keys_warn() {
     let mut v = seed();
     set(&mut v, "runc.url", json!("https://example.com/runc"));
-    set(&mut v, "hostRouting", json!({"staticRoutes": {"enabled": true}}));
+    set(
+        &mut v,
+        "hostRouting",
+        json!({"staticRoutes": {"enabled": true}}),
+    );
     let l = ok(&v);
-    assert!(l.warnings.iter().any(|w| w.contains("`runc.url` is ignored")), "{:?}", l.warnings);
-    assert!(l.warnings.iter().any(|w| w.contains("`hostRouting` is ignored")), "{:?}", l.warnings);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("`runc.url` is ignored")),
+        "{:?}",
+        l.warnings
+    );
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("`hostRouting` is ignored")),
+        "{:?}",
+        l.warnings
+    );
 }
 
 #[test]
@@ -517,6 +718,10 @@ fn npd_version_gets_v_and_server_url_must_be_https() {
     let mut v = seed();
     set(&mut v, "npd.version", json!("1.34.0"));
     assert_eq!(ok(&v).config.npd.version, "v1.34.0");
-    set(&mut v, "node.kubelet.serverURL", json!("http://api.example.com"));
+    set(
+        &mut v,
+        "node.kubelet.serverURL",
+        json!("http://api.example.com"),
+    );
     only_problem(&v, "node.kubelet.serverURL");
 }

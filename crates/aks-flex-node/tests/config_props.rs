@@ -10,7 +10,10 @@ fn no_env(_: &str) -> Option<String> {
 }
 
 fn opts() -> LoadOptions<'static> {
-    LoadOptions { hostname: "Host_Name".into(), env: &no_env }
+    LoadOptions {
+        hostname: "Host_Name".into(),
+        env: &no_env,
+    }
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {
@@ -18,15 +21,35 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         "\\PC{0,20}".prop_map(Value::String),
     ];
     // Keys drawn from real config key names (any case) plus noise, so the walker goes deep.
     let key = prop_oneof![
         prop::sample::select(vec![
-            "azure", "agent", "kubernetes", "components", "node", "kubelet", "targetCluster",
-            "resourceId", "servicePrincipal", "clientSecret", "labels", "taints", "version",
-            "evictionHard", "arc", "tags", "networking", "bootstrapToken", "token", "NODE", "Azure",
+            "azure",
+            "agent",
+            "kubernetes",
+            "components",
+            "node",
+            "kubelet",
+            "targetCluster",
+            "resourceId",
+            "servicePrincipal",
+            "clientSecret",
+            "labels",
+            "taints",
+            "version",
+            "evictionHard",
+            "arc",
+            "tags",
+            "networking",
+            "bootstrapToken",
+            "token",
+            "NODE",
+            "Azure",
         ])
         .prop_map(str::to_string),
         "[a-zA-Z.]{0,8}",

@@ -24,21 +24,36 @@ fn json_schema_golden() {
 #[test]
 fn redacted_full_config_golden() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/full.json");
-    let opts = LoadOptions { hostname: "edge-host".into(), env: &no_env };
+    let opts = LoadOptions {
+        hostname: "edge-host".into(),
+        env: &no_env,
+    };
     let loaded = load_file(&path, &opts).expect("full.json loads");
     let shown = loaded.config.redacted_json();
     let text = shown.to_string();
     assert!(!text.contains("s3cr3t"), "secret leaked: {text}");
-    assert!(!format!("{:?}", loaded.config).contains("s3cr3t"), "secret leaked in Debug");
-    assert_eq!(shown["azure"]["servicePrincipal"]["clientSecret"], "<redacted>");
+    assert!(
+        !format!("{:?}", loaded.config).contains("s3cr3t"),
+        "secret leaked in Debug"
+    );
+    assert_eq!(
+        shown["azure"]["servicePrincipal"]["clientSecret"],
+        "<redacted>"
+    );
     golden!(insta::assert_json_snapshot!("redacted_full_config", shown));
 }
 
 #[test]
 fn redacted_newer_shape_golden() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/newer-shape.json");
-    let opts = LoadOptions { hostname: "edge-host".into(), env: &no_env };
-    let shown = load_file(&path, &opts).expect("loads").config.redacted_json();
+    let opts = LoadOptions {
+        hostname: "edge-host".into(),
+        env: &no_env,
+    };
+    let shown = load_file(&path, &opts)
+        .expect("loads")
+        .config
+        .redacted_json();
     assert_eq!(shown["azure"]["bootstrapToken"]["token"], "<redacted>");
     assert!(!shown.to_string().contains("0123456789abcdef\""));
     golden!(insta::assert_json_snapshot!("redacted_newer_shape", shown));

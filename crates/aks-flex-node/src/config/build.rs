@@ -3,7 +3,6 @@
 //! resolves secrets, and validates every field, collecting all problems instead of stopping at
 //! the first.
 
-
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -73,11 +72,23 @@ impl B<'_> {
         self.bad(field, None, format!("is missing; expected {expected}"));
     }
 
-    fn guid(&mut self, field: &str, v: Option<String>, what: &str, required: bool) -> Option<String> {
+    fn guid(
+        &mut self,
+        field: &str,
+        v: Option<String>,
+        what: &str,
+        required: bool,
+    ) -> Option<String> {
         match given(v) {
             Some(v) if parse::is_guid(&v) => Some(v),
             Some(v) => {
-                self.bad(field, Some(&v), format!("is not a GUID; expected {what} like 00000000-0000-0000-0000-000000000000"));
+                self.bad(
+                    field,
+                    Some(&v),
+                    format!(
+                        "is not a GUID; expected {what} like 00000000-0000-0000-0000-000000000000"
+                    ),
+                );
                 None
             }
             None => {
@@ -126,17 +137,17 @@ impl B<'_> {
                 None
             }
             Err(VersionError::Invalid) => {
-                self.bad(field, Some(v), format!("is not a version; expected major.minor.patch, e.g. {example}"));
+                self.bad(
+                    field,
+                    Some(v),
+                    format!("is not a version; expected major.minor.patch, e.g. {example}"),
+                );
                 None
             }
         }
     }
 
-    fn component_version(
-        &mut self,
-        picked: Option<(String, String)>,
-        default: &str,
-    ) -> String {
+    fn component_version(&mut self, picked: Option<(String, String)>, default: &str) -> String {
         match picked {
             Some((field, v)) => self.version(&field, &v, default).unwrap_or_default(),
             None => default.to_string(),
@@ -148,7 +159,11 @@ impl B<'_> {
         if parse::is_sha256(&v) {
             Some(v.to_ascii_lowercase())
         } else {
-            self.bad(field, Some(&v), "is not a sha256 digest; expected 64 hexadecimal characters");
+            self.bad(
+                field,
+                Some(&v),
+                "is not a sha256 digest; expected 64 hexadecimal characters",
+            );
             None
         }
     }
@@ -157,7 +172,11 @@ impl B<'_> {
         match given(v) {
             Some(v) if v.starts_with('/') => PathBuf::from(v),
             Some(v) => {
-                self.bad(field, Some(&v), "is not an absolute path; expected a path starting with /");
+                self.bad(
+                    field,
+                    Some(&v),
+                    "is not an absolute path; expected a path starting with /",
+                );
                 PathBuf::from(default)
             }
             None => PathBuf::from(default),
@@ -167,16 +186,26 @@ impl B<'_> {
     /// An absolute URL; https, or http only when `allow_http` or the host is loopback.
     fn url(&mut self, field: &str, v: Option<String>, allow_http: bool) -> Option<String> {
         let v = given(v)?;
-        let https_only = if allow_http { "an absolute http(s) URL" } else { "an absolute https URL (http only for localhost)" };
+        let https_only = if allow_http {
+            "an absolute http(s) URL"
+        } else {
+            "an absolute https URL (http only for localhost)"
+        };
         match reqwest::Url::parse(&v) {
-            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty())
-                && (u.scheme() == "https"
-                    || (u.scheme() == "http" && (allow_http || parse::is_loopback_host(&u)))) =>
+            Ok(u)
+                if u.host_str().is_some_and(|h| !h.is_empty())
+                    && (u.scheme() == "https"
+                        || (u.scheme() == "http"
+                            && (allow_http || parse::is_loopback_host(&u)))) =>
             {
                 Some(v)
             }
             _ => {
-                self.bad(field, Some(&v), format!("is not a valid URL here; expected {https_only}"));
+                self.bad(
+                    field,
+                    Some(&v),
+                    format!("is not a valid URL here; expected {https_only}"),
+                );
                 None
             }
         }
@@ -206,7 +235,10 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     let tc = match af.target_cluster {
         Some(tc) => tc,
         None => {
-            b.missing("azure.targetCluster", "an object with resourceId and location of the AKS cluster to join");
+            b.missing(
+                "azure.targetCluster",
+                "an object with resourceId and location of the AKS cluster to join",
+            );
             file::TargetClusterFile::default()
         }
     };
@@ -218,7 +250,10 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
                 b.bad(
                     "azure.targetCluster.resourceId",
                     Some(id),
-                    format!("is not an AKS cluster resource ID; expected {}", parse::RESOURCE_ID_FORMAT),
+                    format!(
+                        "is not an AKS cluster resource ID; expected {}",
+                        parse::RESOURCE_ID_FORMAT
+                    ),
                 );
             }
             c
@@ -232,12 +267,20 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     };
     let location = given(tc.location);
     if location.is_none() && had_tc {
-        b.missing("azure.targetCluster.location", "the cluster's Azure region, e.g. westus");
+        b.missing(
+            "azure.targetCluster.location",
+            "the cluster's Azure region, e.g. westus",
+        );
     }
 
     let subscription_id = match given(af.subscription_id) {
         Some(s) => {
-            let s = b.guid("azure.subscriptionId", Some(s), "the subscription GUID", true);
+            let s = b.guid(
+                "azure.subscriptionId",
+                Some(s),
+                "the subscription GUID",
+                true,
+            );
             if let (Some(s), Some(c)) = (&s, &cluster) {
                 if !s.eq_ignore_ascii_case(&c.subscription_id) {
                     b.warnings.push(format!(
@@ -258,7 +301,12 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             }
         },
     };
-    let tenant_id = b.guid("azure.tenantId", af.tenant_id, "the Entra tenant GUID", true);
+    let tenant_id = b.guid(
+        "azure.tenantId",
+        af.tenant_id,
+        "the Entra tenant GUID",
+        true,
+    );
 
     let cloud = match given(af.cloud) {
         None => Cloud::default(),
@@ -266,29 +314,57 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             Some(c) => c,
             None => {
                 let all: Vec<&str> = Cloud::ALL.iter().map(|c| c.as_str()).collect();
-                b.bad("azure.cloud", Some(&c), format!("is not a known cloud; expected one of {}", all.join(", ")));
+                b.bad(
+                    "azure.cloud",
+                    Some(&c),
+                    format!("is not a known cloud; expected one of {}", all.join(", ")),
+                );
                 Cloud::default()
             }
         },
     };
-    let resource_manager_endpoint = b.url("azure.resourceManagerEndpoint", af.resource_manager_endpoint, false);
-    let active_directory_endpoint = b.url("azure.activeDirectoryEndpoint", af.active_directory_endpoint, false);
-    let ca_bundle = given(af.ca_bundle.clone()).map(|_| b.abs_path("azure.caBundle", af.ca_bundle, ""));
+    let resource_manager_endpoint = b.url(
+        "azure.resourceManagerEndpoint",
+        af.resource_manager_endpoint,
+        false,
+    );
+    let active_directory_endpoint = b.url(
+        "azure.activeDirectoryEndpoint",
+        af.active_directory_endpoint,
+        false,
+    );
+    let ca_bundle =
+        given(af.ca_bundle.clone()).map(|_| b.abs_path("azure.caBundle", af.ca_bundle, ""));
 
     let service_principal = af.service_principal.map(|sp| {
         if sp.client_secret.is_some() {
             inline_secret = true;
         }
-        let client_id = b.guid("azure.servicePrincipal.clientId", sp.client_id, "the application (client) GUID", true);
+        let client_id = b.guid(
+            "azure.servicePrincipal.clientId",
+            sp.client_id,
+            "the application (client) GUID",
+            true,
+        );
         let sp_tenant = match given(sp.tenant_id) {
-            Some(t) => b.guid("azure.servicePrincipal.tenantId", Some(t), "the tenant GUID", true),
+            Some(t) => b.guid(
+                "azure.servicePrincipal.tenantId",
+                Some(t),
+                "the tenant GUID",
+                true,
+            ),
             None => tenant_id.clone(),
         };
         let secret = resolve_secret(&mut b, sp.client_secret, sp.client_secret_file);
         (sp_tenant, client_id, secret)
     });
     let managed_identity = af.managed_identity.map(|mi| ManagedIdentity {
-        client_id: b.guid("azure.managedIdentity.clientId", mi.client_id, "the user-assigned identity's client GUID", false),
+        client_id: b.guid(
+            "azure.managedIdentity.clientId",
+            mi.client_id,
+            "the user-assigned identity's client GUID",
+            false,
+        ),
     });
     if service_principal.is_some() && managed_identity.is_some() {
         b.bad(
@@ -302,13 +378,22 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             inline_secret = true;
         }
         match bt.token {
-            Some(t) if parse::is_bootstrap_token(t.expose().trim()) => Some(BootstrapToken { token: Secret::new(t.expose().trim()) }),
+            Some(t) if parse::is_bootstrap_token(t.expose().trim()) => Some(BootstrapToken {
+                token: Secret::new(t.expose().trim()),
+            }),
             Some(_) => {
-                b.bad("azure.bootstrapToken.token", None, "is not a bootstrap token; expected the form [a-z0-9]{6}.[a-z0-9]{16}");
+                b.bad(
+                    "azure.bootstrapToken.token",
+                    None,
+                    "is not a bootstrap token; expected the form [a-z0-9]{6}.[a-z0-9]{16}",
+                );
                 None
             }
             None => {
-                b.missing("azure.bootstrapToken.token", "a bootstrap token of the form [a-z0-9]{6}.[a-z0-9]{16}");
+                b.missing(
+                    "azure.bootstrapToken.token",
+                    "a bootstrap token of the form [a-z0-9]{6}.[a-z0-9]{16}",
+                );
                 None
             }
         }
@@ -318,7 +403,11 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     let arc_enabled = arc_f.enabled.unwrap_or(true);
     let machine_name = match given(arc_f.machine_name) {
         Some(m) => {
-            if m.len() > 54 || !m.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')) {
+            if m.len() > 54
+                || !m
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+            {
                 b.bad("azure.arc.machineName", Some(&m), "is not a valid Arc machine name; expected up to 54 letters, digits, '-', '_' or '.'");
             }
             m
@@ -326,7 +415,10 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         None => {
             let h = opts.hostname.trim().to_string();
             if h.is_empty() && arc_enabled {
-                b.missing("azure.arc.machineName", "a machine name (the host name is empty)");
+                b.missing(
+                    "azure.arc.machineName",
+                    "a machine name (the host name is empty)",
+                );
             }
             h
         }
@@ -338,7 +430,9 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         resource_group: given(arc_f.resource_group)
             .or_else(|| cluster.as_ref().map(|c| c.resource_group.clone()))
             .unwrap_or_default(),
-        location: given(arc_f.location).or_else(|| location.clone()).unwrap_or_default(),
+        location: given(arc_f.location)
+            .or_else(|| location.clone())
+            .unwrap_or_default(),
         auto_role_assignment: arc_f.auto_role_assignment.unwrap_or(true),
     };
     let target_agent_pool_name = given(af.target_agent_pool_name).filter(|p| {
@@ -355,16 +449,29 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     let ag = f.agent.unwrap_or_default();
     for (k, v) in [
         ("agent.machineClient", ag.machine_client.is_some()),
-        ("agent.machineReconcileInterval", ag.machine_reconcile_interval.is_some()),
-        ("agent.requireMachineRegistration", ag.require_machine_registration.is_some()),
-        ("agent.machineOperationMode", ag.machine_operation_mode.is_some()),
+        (
+            "agent.machineReconcileInterval",
+            ag.machine_reconcile_interval.is_some(),
+        ),
+        (
+            "agent.requireMachineRegistration",
+            ag.require_machine_registration.is_some(),
+        ),
+        (
+            "agent.machineOperationMode",
+            ag.machine_operation_mode.is_some(),
+        ),
     ] {
         b.ignored(k, v, unsupported);
     }
     let log_level = match given(ag.log_level) {
         None => LogLevel::default(),
         Some(l) => LogLevel::parse(&l).unwrap_or_else(|| {
-            b.bad("agent.logLevel", Some(&l), "is not a log level; expected one of debug, info, warning (or warn), error");
+            b.bad(
+                "agent.logLevel",
+                Some(&l),
+                "is not a log level; expected one of debug, info, warning (or warn), error",
+            );
             LogLevel::default()
         }),
     };
@@ -394,7 +501,10 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     let comp = f.components.unwrap_or_default();
     let kv = b.merge(
         ("kubernetes.version", k.version),
-        ("components.kubernetes.version", comp.kubernetes.and_then(|c| c.version)),
+        (
+            "components.kubernetes.version",
+            comp.kubernetes.and_then(|c| c.version),
+        ),
         same_version,
     );
     let kube_version = match kv {
@@ -427,7 +537,10 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     let cf = f.containerd.unwrap_or_default();
     let cv = b.merge(
         ("containerd.version", cf.version),
-        ("components.containerd.version", comp.containerd.and_then(|c| c.version)),
+        (
+            "components.containerd.version",
+            comp.containerd.and_then(|c| c.version),
+        ),
         same_version,
     );
     let pause = b.merge(
@@ -438,14 +551,20 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     let metrics_address = match given(cf.metrics_address) {
         Some(a) if a.parse::<SocketAddr>().is_ok() => a,
         Some(a) => {
-            b.bad("containerd.metricsAddress", Some(&a), "is not an address; expected IP:port, e.g. 127.0.0.1:10257");
+            b.bad(
+                "containerd.metricsAddress",
+                Some(&a),
+                "is not an address; expected IP:port, e.g. 127.0.0.1:10257",
+            );
             DEFAULT_METRICS_ADDRESS.to_string()
         }
         None => DEFAULT_METRICS_ADDRESS.to_string(),
     };
     let containerd = ContainerdConfig {
         version: b.component_version(cv, DEFAULT_CONTAINERD),
-        pause_image: pause.map(|p| p.1).unwrap_or_else(|| DEFAULT_PAUSE_IMAGE.to_string()),
+        pause_image: pause
+            .map(|p| p.1)
+            .unwrap_or_else(|| DEFAULT_PAUSE_IMAGE.to_string()),
         metrics_address,
         sha256: b.sha("containerd.sha256", cf.sha256),
     };
@@ -464,13 +583,21 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
 
     let nf = f.networking.unwrap_or_default();
     let cnf = f.cni.unwrap_or_default();
-    let cniv = b.merge(("cni.version", cnf.version), ("networking.cniVersion", nf.cni_version), same_version);
+    let cniv = b.merge(
+        ("cni.version", cnf.version),
+        ("networking.cniVersion", nf.cni_version),
+        same_version,
+    );
     let mode = match given(cnf.mode).map(|m| m.to_ascii_lowercase()) {
         None => CniMode::Bridge,
         Some(m) if m == "bridge" => CniMode::Bridge,
         Some(m) if m == "none" => CniMode::None,
         Some(m) => {
-            b.bad("cni.mode", Some(&m), "is not a CNI mode; expected one of bridge, none");
+            b.bad(
+                "cni.mode",
+                Some(&m),
+                "is not a CNI mode; expected one of bridge, none",
+            );
             CniMode::Bridge
         }
     };
@@ -483,7 +610,10 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     let npdf = f.npd.unwrap_or_default();
     let npd_version = match given(npdf.version) {
         None => DEFAULT_NPD.to_string(),
-        Some(v) => b.version("npd.version", &v, DEFAULT_NPD).map(|v| format!("v{v}")).unwrap_or_default(),
+        Some(v) => b
+            .version("npd.version", &v, DEFAULT_NPD)
+            .map(|v| format!("v{v}"))
+            .unwrap_or_default(),
     };
     let npd = NpdConfig {
         enabled: npdf.enabled.unwrap_or(true),
@@ -497,7 +627,11 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         None => 110,
         Some(m) if (1..=250).contains(&m) => m as u32,
         Some(m) => {
-            b.bad("node.maxPods", Some(&m.to_string()), "is out of range; expected a number from 1 to 250");
+            b.bad(
+                "node.maxPods",
+                Some(&m.to_string()),
+                "is out of range; expected a number from 1 to 250",
+            );
             110
         }
     };
@@ -521,9 +655,16 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     let kl = nodef.kubelet.unwrap_or_default();
     let kube_reserved = kl.kube_reserved.unwrap_or_default();
     let eviction_hard = kl.eviction_hard.unwrap_or_default();
-    for (map, name) in [(&kube_reserved, "node.kubelet.kubeReserved"), (&eviction_hard, "node.kubelet.evictionHard")] {
+    for (map, name) in [
+        (&kube_reserved, "node.kubelet.kubeReserved"),
+        (&eviction_hard, "node.kubelet.evictionHard"),
+    ] {
         for (key, v) in map {
-            if key.trim().is_empty() || v.trim().is_empty() || key.contains([',', '=', '<']) || v.contains([',', '=', '<']) {
+            if key.trim().is_empty()
+                || v.trim().is_empty()
+                || key.contains([',', '=', '<'])
+                || v.contains([',', '=', '<'])
+            {
                 b.bad(&join_map(name, key), Some(v), "is not a usable entry; expected a non-empty name and value without ',', '=' or '<'");
             }
         }
@@ -532,7 +673,11 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         None | Some(0) => 2,
         Some(v) if (1..=10).contains(&v) => v as u32,
         Some(v) => {
-            b.bad("node.kubelet.verbosity", Some(&v.to_string()), "is out of range; expected 0 (default 2) to 10");
+            b.bad(
+                "node.kubelet.verbosity",
+                Some(&v.to_string()),
+                "is out of range; expected 0 (default 2) to 10",
+            );
             2
         }
     };
@@ -541,15 +686,31 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             None => d,
             Some(v) if (0..=100).contains(&v) => v as u8,
             Some(v) => {
-                b.bad(field, Some(&v.to_string()), "is out of range; expected a percentage from 0 to 100");
+                b.bad(
+                    field,
+                    Some(&v.to_string()),
+                    "is out of range; expected a percentage from 0 to 100",
+                );
                 d
             }
         }
     };
-    let high = pct("node.kubelet.imageGCHighThreshold", kl.image_gc_high_threshold, 85);
-    let low = pct("node.kubelet.imageGCLowThreshold", kl.image_gc_low_threshold, 80);
+    let high = pct(
+        "node.kubelet.imageGCHighThreshold",
+        kl.image_gc_high_threshold,
+        85,
+    );
+    let low = pct(
+        "node.kubelet.imageGCLowThreshold",
+        kl.image_gc_low_threshold,
+        80,
+    );
     if low >= high {
-        b.bad("node.kubelet.imageGCLowThreshold", Some(&low.to_string()), format!("is not below node.kubelet.imageGCHighThreshold ({high}); expected low < high"));
+        b.bad(
+            "node.kubelet.imageGCLowThreshold",
+            Some(&low.to_string()),
+            format!("is not below node.kubelet.imageGCHighThreshold ({high}); expected low < high"),
+        );
     }
     let fqdn_url = given(kl.cluster_fqdn).and_then(|h| {
         let host = h.to_ascii_lowercase();
@@ -562,28 +723,46 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     });
     let server_url = b.url("node.kubelet.serverURL", kl.server_url, false);
     let server_url = b
-        .merge(("node.kubelet.serverURL", server_url), ("node.kubelet.clusterFQDN", fqdn_url), same_url)
+        .merge(
+            ("node.kubelet.serverURL", server_url),
+            ("node.kubelet.clusterFQDN", fqdn_url),
+            same_url,
+        )
         .map(|(_, v)| v);
     let ca_cert_data = given(kl.ca_cert_data).filter(|d| {
         let ok = is_base64_pem_cert(d);
         if !ok {
-            b.bad("node.kubelet.caCertData", Some(d), "is not a certificate; expected base64 of a PEM CERTIFICATE block");
+            b.bad(
+                "node.kubelet.caCertData",
+                Some(d),
+                "is not a certificate; expected base64 of a PEM CERTIFICATE block",
+            );
         }
         ok
     });
     let node_ip = given(kl.node_ip).and_then(|ip| match ip.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) => {
-            b.bad("node.kubelet.nodeIP", Some(&ip), "is not an IP address; expected IPv4 or IPv6, e.g. 192.168.1.10");
+            b.bad(
+                "node.kubelet.nodeIP",
+                Some(&ip),
+                "is not an IP address; expected IPv4 or IPv6, e.g. 192.168.1.10",
+            );
             None
         }
     });
     if bootstrap_token.as_ref().is_some_and(|t| t.is_some()) {
         if server_url.is_none() {
-            b.missing("node.kubelet.serverURL", "the API server URL (serverURL or clusterFQDN) when azure.bootstrapToken is used");
+            b.missing(
+                "node.kubelet.serverURL",
+                "the API server URL (serverURL or clusterFQDN) when azure.bootstrapToken is used",
+            );
         }
         if ca_cert_data.is_none() {
-            b.missing("node.kubelet.caCertData", "the cluster CA (base64 PEM) when azure.bootstrapToken is used");
+            b.missing(
+                "node.kubelet.caCertData",
+                "the cluster CA (base64 PEM) when azure.bootstrapToken is used",
+            );
         }
     }
 
@@ -591,30 +770,62 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     let pod_cidr = given(nf.pod_cidr).filter(|c| {
         let ok = parse::is_cidr(c);
         if !ok {
-            b.bad("networking.podCIDR", Some(c), "is not a CIDR; expected e.g. 10.244.1.0/24 or fd00:10:244:1::/64");
+            b.bad(
+                "networking.podCIDR",
+                Some(c),
+                "is not a CIDR; expected e.g. 10.244.1.0/24 or fd00:10:244:1::/64",
+            );
         }
         ok
     });
     let dns_service_ip = given(nf.dns_service_ip).and_then(|ip| match ip.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) => {
-            b.bad("networking.dnsServiceIP", Some(&ip), "is not an IP address; expected e.g. 10.0.0.10");
+            b.bad(
+                "networking.dnsServiceIP",
+                Some(&ip),
+                "is not an IP address; expected e.g. 10.0.0.10",
+            );
             None
         }
     });
     let pk = f.paths.unwrap_or_default().kubernetes.unwrap_or_default();
     let paths = PathsConfig {
         kubernetes: KubernetesPaths {
-            config_dir: b.abs_path("paths.kubernetes.configDir", pk.config_dir, "/etc/kubernetes"),
-            certs_dir: b.abs_path("paths.kubernetes.certsDir", pk.certs_dir, "/etc/kubernetes/certs"),
-            manifests_dir: b.abs_path("paths.kubernetes.manifestsDir", pk.manifests_dir, "/etc/kubernetes/manifests"),
-            volume_plugin_dir: b.abs_path("paths.kubernetes.volumePluginDir", pk.volume_plugin_dir, "/etc/kubernetes/volumeplugins"),
-            kubelet_dir: b.abs_path("paths.kubernetes.kubeletDir", pk.kubelet_dir, "/var/lib/kubelet"),
+            config_dir: b.abs_path(
+                "paths.kubernetes.configDir",
+                pk.config_dir,
+                "/etc/kubernetes",
+            ),
+            certs_dir: b.abs_path(
+                "paths.kubernetes.certsDir",
+                pk.certs_dir,
+                "/etc/kubernetes/certs",
+            ),
+            manifests_dir: b.abs_path(
+                "paths.kubernetes.manifestsDir",
+                pk.manifests_dir,
+                "/etc/kubernetes/manifests",
+            ),
+            volume_plugin_dir: b.abs_path(
+                "paths.kubernetes.volumePluginDir",
+                pk.volume_plugin_dir,
+                "/etc/kubernetes/volumeplugins",
+            ),
+            kubelet_dir: b.abs_path(
+                "paths.kubernetes.kubeletDir",
+                pk.kubelet_dir,
+                "/var/lib/kubelet",
+            ),
         },
     };
     let bf = f.bootstrap.unwrap_or_default();
     b.ignored("bootstrap.ociImage", bf.oci_image.is_some(), unsupported);
-    b.ignored("bootstrap.additionalHostDevices", bf.additional_host_devices.is_some(), unsupported);
+    b.ignored(
+        "bootstrap.additionalHostDevices",
+        bf.additional_host_devices.is_some(),
+        unsupported,
+    );
     let offline_artifacts = given(bf.offline_artifacts.and_then(|o| o.source)).filter(|s| {
         let ok = s.starts_with('/') || s.starts_with("file:///");
         if !ok {
@@ -622,7 +833,11 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         }
         ok
     });
-    let mirror = b.url("artifacts.mirror", f.artifacts.unwrap_or_default().mirror, true);
+    let mirror = b.url(
+        "artifacts.mirror",
+        f.artifacts.unwrap_or_default().mirror,
+        true,
+    );
 
     let ok = b.problems.is_empty();
     let (sp, bt) = (service_principal, bootstrap_token);
@@ -659,7 +874,11 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
                 },
                 target_agent_pool_name,
             },
-            agent: AgentConfig { log_level, log_dir, node_name },
+            agent: AgentConfig {
+                log_level,
+                log_dir,
+                node_name,
+            },
             kubernetes,
             containerd,
             runc,
@@ -680,7 +899,10 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
                     node_ip,
                 },
             },
-            networking: NetworkingConfig { pod_cidr, dns_service_ip },
+            networking: NetworkingConfig {
+                pod_cidr,
+                dns_service_ip,
+            },
             paths,
             bootstrap: BootstrapConfig { offline_artifacts },
             artifacts: ArtifactsConfig { mirror },
@@ -707,7 +929,8 @@ fn same_url(a: &str, b: &str) -> bool {
     match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
         (Ok(a), Ok(b)) => {
             a.scheme() == b.scheme()
-                && a.host_str().map(str::to_ascii_lowercase) == b.host_str().map(str::to_ascii_lowercase)
+                && a.host_str().map(str::to_ascii_lowercase)
+                    == b.host_str().map(str::to_ascii_lowercase)
                 && a.port_or_known_default() == b.port_or_known_default()
                 && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
         }
@@ -732,7 +955,14 @@ fn resolve_secret(b: &mut B, inline: Option<Secret>, file: Option<String>) -> Op
         sources.push(format!("environment variable {SECRET_ENV}"));
     }
     if sources.len() > 1 {
-        b.bad(FIELD, None, format!("is given by more than one source ({}); expected exactly one", sources.join(", ")));
+        b.bad(
+            FIELD,
+            None,
+            format!(
+                "is given by more than one source ({}); expected exactly one",
+                sources.join(", ")
+            ),
+        );
         return None;
     }
     if let Some(s) = inline {
@@ -747,7 +977,11 @@ fn resolve_secret(b: &mut B, inline: Option<Secret>, file: Option<String>) -> Op
     };
     const FFIELD: &str = "azure.servicePrincipal.clientSecretFile";
     if !path.starts_with('/') {
-        b.bad(FFIELD, Some(&path), "is not an absolute path; expected a path starting with /");
+        b.bad(
+            FFIELD,
+            Some(&path),
+            "is not an absolute path; expected a path starting with /",
+        );
         return None;
     }
     let p = Path::new(&path);
@@ -766,7 +1000,11 @@ fn resolve_secret(b: &mut B, inline: Option<Secret>, file: Option<String>) -> Op
             }
         }
         Err(e) => {
-            b.bad(FFIELD, Some(&path), format!("cannot be read ({e}); expected a readable file holding the client secret"));
+            b.bad(
+                FFIELD,
+                Some(&path),
+                format!("cannot be read ({e}); expected a readable file holding the client secret"),
+            );
             None
         }
     }
@@ -789,7 +1027,12 @@ fn is_base64_pem_cert(data: &str) -> bool {
     let Some(end) = rest.find(END) else {
         return false;
     };
-    let body: String = rest[..end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    !body.is_empty() && base64::engine::general_purpose::STANDARD.decode(body).is_ok()
+    let body: String = rest[..end]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    !body.is_empty()
+        && base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .is_ok()
 }
-

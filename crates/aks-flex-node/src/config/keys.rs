@@ -117,7 +117,12 @@ impl<'a> Normalizer<'a> {
     }
 
     /// Normalises `value` against `schema`; `None` means "drop this key".
-    pub(super) fn normalize(&mut self, value: Value, schema: &'a Value, path: &str) -> Option<Value> {
+    pub(super) fn normalize(
+        &mut self,
+        value: Value,
+        schema: &'a Value,
+        path: &str,
+    ) -> Option<Value> {
         let schema = self.resolve(schema);
         if value.is_null() {
             return None;
@@ -133,10 +138,7 @@ impl<'a> Normalizer<'a> {
                 let canonical = if props.contains_key(&key) {
                     Some(key.clone())
                 } else {
-                    props
-                        .keys()
-                        .find(|k| k.eq_ignore_ascii_case(&key))
-                        .cloned()
+                    props.keys().find(|k| k.eq_ignore_ascii_case(&key)).cloned()
                 };
                 let Some(canonical) = canonical else {
                     self.warnings.push(unknown_key_warning(path, &key, props));
@@ -267,7 +269,11 @@ fn unknown_key_warning(path: &str, key: &str, known: &Map<String, Value>) -> Str
         None => {
             let mut names: Vec<&str> = known.keys().map(String::as_str).collect();
             names.sort_unstable();
-            let at = if path.is_empty() { "the top level" } else { path };
+            let at = if path.is_empty() {
+                "the top level"
+            } else {
+                path
+            };
             format!(
                 "unknown key `{full}` is ignored; known keys in {at}: {}",
                 names.join(", ")

@@ -144,11 +144,7 @@ pub fn load_str(text: &str, origin: &str, opts: &LoadOptions) -> Result<Loaded, 
     load_inner(text, origin, opts).map(|(l, _)| l)
 }
 
-fn load_inner(
-    text: &str,
-    origin: &str,
-    opts: &LoadOptions,
-) -> Result<(Loaded, bool), ConfigError> {
+fn load_inner(text: &str, origin: &str, opts: &LoadOptions) -> Result<(Loaded, bool), ConfigError> {
     let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         let full = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());

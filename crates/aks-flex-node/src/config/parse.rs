@@ -309,7 +309,10 @@ mod tests {
         assert_eq!(c.resource_group, "my.rg_1");
         assert_eq!(c.name, "c-1");
         let lower = id.to_ascii_lowercase();
-        assert_eq!(parse_resource_id(&lower).map(|c| c.name), Some("c-1".into()));
+        assert_eq!(
+            parse_resource_id(&lower).map(|c| c.name),
+            Some("c-1".into())
+        );
     }
 
     #[test]
@@ -334,7 +337,10 @@ mod tests {
         assert_eq!(parse_version("1.30"), Err(VersionError::Partial));
         assert_eq!(parse_version("v1"), Err(VersionError::Partial));
         assert_eq!(parse_version("1.30.x"), Err(VersionError::Invalid));
-        assert_eq!(parse_version("your-kubernetes-version"), Err(VersionError::Invalid));
+        assert_eq!(
+            parse_version("your-kubernetes-version"),
+            Err(VersionError::Invalid)
+        );
         assert_eq!(parse_version("1.2.3.4"), Err(VersionError::Invalid));
         assert_eq!(parse_version(""), Err(VersionError::Invalid));
     }
@@ -355,8 +361,14 @@ mod tests {
 
     #[test]
     fn node_names() {
-        assert_eq!(normalize_node_name("MyHost_01").as_deref(), Some("myhost-01"));
-        assert_eq!(normalize_node_name("edge.Example.COM").as_deref(), Some("edge.example.com"));
+        assert_eq!(
+            normalize_node_name("MyHost_01").as_deref(),
+            Some("myhost-01")
+        );
+        assert_eq!(
+            normalize_node_name("edge.Example.COM").as_deref(),
+            Some("edge.example.com")
+        );
         assert_eq!(normalize_node_name("-a..b-").as_deref(), Some("a.b"));
         assert_eq!(normalize_node_name("___"), None);
         assert!(is_rfc1123_subdomain("node-1.example"));

@@ -117,7 +117,10 @@ impl Context {
 
     /// The cluster endpoint found so far in this run, if any.
     pub fn cluster_endpoint(&self) -> Option<ClusterEndpoint> {
-        self.cluster.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn journal(&self) -> MutexGuard<'_, Journal> {
