@@ -304,3 +304,105 @@ pub async fn fetch_journaled(
         .await
         .map_err(StepError::other)
 }
+
+impl Staged {
+    /// Copy single files out of the cache into a staging directory with `mode` (so they can be run for a
+    /// version check before being installed).
+    pub async fn copies(
+        host: &Host,
+        files: &[(&str, &Fetched)],
+        mode: u32,
+    ) -> Result<Staged, ArtifactError> {
+        use std::os::unix::fs::PermissionsExt;
+        let staging_host = Path::new(CACHE_DIR).join(format!("staging-{}", uuid::Uuid::new_v4()));
+        host.fs.create_dir_all(&staging_host, 0o700)?;
+        let dir = host.fs.resolve(&staging_host)?;
+        let mut staged = Staged {
+            dir: Some(dir.clone()),
+            files: BTreeMap::new(),
+        };
+        for (name, f) in files {
+            let dest = dir.join(name);
+            tokio::fs::copy(&f.real_path, &dest)
+                .await
+                .map_err(|e| ArtifactError::io(format!("staging {name}"), e))?;
+            tokio::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+                .await
+                .map_err(|e| ArtifactError::io(format!("staging {name}"), e))?;
+            staged.files.insert(name.to_string(), dest);
+        }
+        Ok(staged)
+    }
+}
+
+/// The custom action an installer step plans when its component is missing or out of date.
+pub fn install_action(spec: &super::ArtifactSpec, dests: &[PathBuf]) -> crate::steps::Action {
+    crate::steps::Action::Custom {
+        kind: "install".into(),
+        summary: format!(
+            "install {} {} ({}) from {}",
+            spec.component, spec.version, spec.arch, spec.file
+        ),
+        detail: serde_json::json!({
+            "component": spec.component,
+            "version": spec.version,
+            "arch": spec.arch,
+            "url": spec.url,
+            "files": dests,
+        }),
+    }
+}
+
+/// The pinned digest of a spec (known without network), for [`is_current`].
+pub fn pinned(spec: &super::ArtifactSpec) -> Option<&str> {
+    match &spec.digest {
+        super::DigestSource::Pinned(d) => Some(d),
+        _ => None,
+    }
+}
+
+/// The fetcher for a context's configuration.
+pub fn fetcher(ctx: &Context) -> StepResult<super::Fetcher> {
+    super::Fetcher::new(
+        ctx.host.clone(),
+        super::FetcherOptions::from_config(&ctx.config),
+    )
+    .map_err(StepError::other)
+}
+
+/// Install every staged file `name` as `dir/name` with `mode`; fail naming any `required` file missing.
+#[allow(clippy::too_many_arguments)]
+pub async fn install_staged_into(
+    ctx: &Context,
+    step: &str,
+    spec: &super::ArtifactSpec,
+    source_sha256: &str,
+    staged: &Staged,
+    dir: &Path,
+    mode: u32,
+    required: &[&str],
+) -> StepResult<InstallRecord> {
+    for r in required {
+        if staged.get(r).is_none() {
+            return Err(StepError::failed(format!(
+                "{} {} ({}): {} does not contain {r}; is this the right artifact for the version?",
+                spec.component, spec.version, spec.arch, spec.file
+            )));
+        }
+    }
+    let files: Vec<(PathBuf, PathBuf, u32)> = staged
+        .files
+        .iter()
+        .map(|(n, p)| (dir.join(n), p.clone(), mode))
+        .collect();
+    install(
+        ctx,
+        step,
+        &spec.component,
+        &spec.version,
+        &spec.arch,
+        source_sha256,
+        &files,
+    )
+    .await
+}

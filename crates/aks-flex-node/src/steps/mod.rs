@@ -6,7 +6,14 @@
 //! See DESIGN.md §3.
 
 pub mod action;
+pub mod cni;
+pub mod containerd;
 pub mod journal;
+pub mod kube_binaries;
+pub mod kubelet;
+pub mod npd;
+pub mod runc;
+pub mod services;
 pub mod system_configured;
 
 use std::collections::BTreeSet;
@@ -228,7 +235,16 @@ pub trait Step: Send + Sync {
 
 /// The bootstrap steps in order.
 pub fn all_steps() -> Vec<Box<dyn Step>> {
-    vec![Box::new(system_configured::SystemConfigured)]
+    vec![
+        Box::new(system_configured::SystemConfigured),
+        Box::new(runc::RuncInstaller),
+        Box::new(containerd::ContainerdInstaller),
+        Box::new(kube_binaries::KubeBinariesInstaller),
+        Box::new(cni::CniSetup),
+        Box::new(kubelet::KubeletInstaller),
+        Box::new(npd::NpdInstaller),
+        Box::new(services::ServicesEnabled),
+    ]
 }
 
 /// `plan -o json` output.
