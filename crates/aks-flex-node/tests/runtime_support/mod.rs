@@ -126,7 +126,7 @@ pub fn sha256(b: &[u8]) -> String {
 
 /// A `.tar.gz` with the given entries (name, bytes, mode).
 pub fn tar_gz(entries: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
-    let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
     let mut b = tar::Builder::new(enc);
     for (name, bytes, mode) in entries {
         let mut h = tar::Header::new_gnu();
@@ -223,25 +223,31 @@ pub fn read(p: &Path) -> Vec<u8> {
 }
 
 impl Fixtures {
-    /// Built from the Debian binaries. Err(reason) when they are not installed.
-    pub fn build() -> Result<Fixtures, String> {
+    /// Built from the Debian binaries (containerd + runc and/or the CNI plugins; tiny fixtures for the
+    /// rest, to keep the debug-build hashing cheap). Err(reason) when they are not installed.
+    pub fn build(containerd: bool, cni: bool) -> Result<Fixtures, String> {
         let bins = debian_binaries()?;
-        let runc = read(&bins["runc"]);
-        let containerd_tgz = tar_gz(&[
-            ("bin/containerd".into(), read(&bins["containerd"]), 0o755),
-            ("bin/ctr".into(), read(&bins["ctr"]), 0o755),
-            (
-                "bin/containerd-shim-runc-v2".into(),
-                read(&bins["containerd-shim-runc-v2"]),
-                0o755,
-            ),
-        ]);
-        let cni_tgz = tar_gz(&[
-            ("./bridge".into(), read(&bins["bridge"]), 0o755),
-            ("./host-local".into(), read(&bins["host-local"]), 0o755),
-            ("./loopback".into(), read(&bins["loopback"]), 0o755),
-        ]);
-        Ok(Self::with(runc, containerd_tgz, cni_tgz))
+        let mut f = Self::tiny();
+        if containerd {
+            f.runc = read(&bins["runc"]);
+            f.containerd_tgz = tar_gz(&[
+                ("bin/containerd".into(), read(&bins["containerd"]), 0o755),
+                ("bin/ctr".into(), read(&bins["ctr"]), 0o755),
+                (
+                    "bin/containerd-shim-runc-v2".into(),
+                    read(&bins["containerd-shim-runc-v2"]),
+                    0o755,
+                ),
+            ]);
+        }
+        if cni {
+            f.cni_tgz = tar_gz(&[
+                ("./bridge".into(), read(&bins["bridge"]), 0o755),
+                ("./host-local".into(), read(&bins["host-local"]), 0o755),
+                ("./loopback".into(), read(&bins["loopback"]), 0o755),
+            ]);
+        }
+        Ok(f)
     }
 
     /// Small synthetic fixtures (no Debian binaries needed) for the download-path tests.
