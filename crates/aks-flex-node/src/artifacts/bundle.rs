@@ -99,3 +99,40 @@ impl Bundle {
         })
     }
 }
+
+/// Fetch every artifact `cfg` needs (verified, via the cache) and write them plus `manifest.json` into
+/// `output`. The bundle source settings of `cfg` are ignored (a bundle is built from mirror/upstream).
+pub async fn build(
+    cfg: &crate::config::Config,
+    host: std::sync::Arc<crate::host::Host>,
+    output: &Path,
+) -> Result<Manifest, ArtifactError> {
+    let arch = super::host_arch();
+    let specs = super::all_specs(cfg, arch)?;
+    let mut opts = super::FetcherOptions::from_config(cfg);
+    opts.offline = None;
+    let fetcher = super::Fetcher::new(host, opts)?;
+    let no_hook = |_: &Path| Ok(());
+    let fetched = fetcher.fetch_all(&specs, &no_hook).await?;
+    std::fs::create_dir_all(output)
+        .map_err(|e| ArtifactError::io(format!("creating {}", output.display()), e))?;
+    let mut manifest = Manifest::default();
+    for (spec, f) in specs.iter().zip(&fetched) {
+        let dest = output.join(&spec.file);
+        std::fs::copy(&f.real_path, &dest)
+            .map_err(|e| ArtifactError::io(format!("writing {}", dest.display()), e))?;
+        manifest.artifacts.push(BundleEntry {
+            component: spec.component.clone(),
+            version: spec.version.clone(),
+            arch: spec.arch.clone(),
+            file: spec.file.clone(),
+            sha256: f.sha256.clone(),
+        });
+    }
+    let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    let tmp = output.join(".manifest.json.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, output.join(MANIFEST)))
+        .map_err(|e| ArtifactError::io("writing manifest.json", e))?;
+    Ok(manifest)
+}
