@@ -224,17 +224,34 @@ async fn artifacts_bundle_then_air_gapped_bootstrap_from_it() {
     let cfgdir = tempfile::tempdir().unwrap();
     let build_root = tempfile::tempdir().unwrap();
     let bundle = tempfile::tempdir().unwrap();
-    let config = write_config(cfgdir.path(), &config_json(&server.base, &fx, serde_json::json!({})));
+    let config = write_config(
+        cfgdir.path(),
+        &config_json(&server.base, &fx, serde_json::json!({})),
+    );
     let out = cli(
         build_root.path(),
         &config,
-        &["artifacts", "bundle", "--output", bundle.path().to_str().unwrap()],
+        &[
+            "artifacts",
+            "bundle",
+            "--output",
+            bundle.path().to_str().unwrap(),
+        ],
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.path().join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["artifacts"].as_array().unwrap().len(), 7, "{manifest}");
+        serde_json::from_slice(&std::fs::read(bundle.path().join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["artifacts"].as_array().unwrap().len(),
+        7,
+        "{manifest}"
+    );
     let hits = server.total_hits();
 
     // Install with the mirror pointing at a closed port: only the bundle can serve.
@@ -245,13 +262,21 @@ async fn artifacts_bundle_then_air_gapped_bootstrap_from_it() {
     );
     let config = write_config(cfgdir.path(), &air_gapped);
     let root = tempfile::tempdir().unwrap();
-    let out = cli(root.path(), &config, &["bootstrap", "--skip-phase", "identity"]).await;
+    let out = cli(
+        root.path(),
+        &config,
+        &["bootstrap", "--skip-phase", "identity"],
+    )
+    .await;
     assert!(
         out.status.success(),
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(std::fs::read(root.path().join("usr/local/bin/kubelet")).unwrap(), fx.kube["kubelet"]);
+    assert_eq!(
+        std::fs::read(root.path().join("usr/local/bin/kubelet")).unwrap(),
+        fx.kube["kubelet"]
+    );
     assert_eq!(server.total_hits(), hits);
 }
