@@ -125,6 +125,10 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
 
+    /// Work with the runtime artifacts (runc, containerd, Kubernetes, CNI, node-problem-detector).
+    #[command(subcommand)]
+    Artifacts(ArtifactsCommand),
+
     /// Print shell completions.
     ///
     /// Examples:
@@ -132,6 +136,20 @@ pub enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArtifactsCommand {
+    /// Build an offline bundle for the configured versions (air-gapped installs: build once with
+    /// network, copy DIR to the node, set bootstrap.offlineArtifacts.source to it).
+    ///
+    /// Examples:
+    ///   aks-flex-node artifacts bundle --output /srv/aks-flex-node-bundle
+    Bundle {
+        /// Directory to write the files and manifest.json into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        output: std::path::PathBuf,
     },
 }
 

@@ -4,6 +4,7 @@
 //! [`config`] the configuration file, [`host`] the only effect boundary, [`steps`] the bootstrap steps and
 //! their engine, [`render`] pure file renderers, [`logging`].
 
+pub mod artifacts;
 pub mod azure;
 pub mod cli;
 pub mod commands;

@@ -78,9 +78,10 @@ pub async fn bootstrap(
     steps: Vec<Box<dyn Step>>,
 ) -> CmdResult {
     let ctx = context(cfg, host)?;
+    let mut shutdown = Shutdown::install();
     let (reports, result) = tokio::select! {
         r = steps::bootstrap(&ctx, &steps, &skip) => r,
-        _ = shutdown_signal() => {
+        _ = shutdown.recv() => {
             return Err(CliError::failed(anyhow::anyhow!(
                 "interrupted; the journal records how far bootstrap got: re-run to resume"
             )))
@@ -124,14 +125,13 @@ pub async fn agent(
     steps: Vec<Box<dyn Step>>,
 ) -> CmdResult {
     let ctx = context(cfg, host)?;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    let mut shutdown = Shutdown::install();
     tokio::select! {
         (reports, result) = steps::bootstrap(&ctx, &steps, &skip) => {
             print_reports(&reports);
             result.map_err(CliError::failed)?;
         }
-        _ = &mut shutdown => {
+        _ = shutdown.recv() => {
             tracing::info!("received shutdown signal during bootstrap; stopping");
             return Ok(());
         }
@@ -143,7 +143,7 @@ pub async fn agent(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HEAL_INTERVAL) => {}
-            _ = &mut shutdown => {
+            _ = shutdown.recv() => {
                 tracing::info!("received shutdown signal; stopping");
                 return Ok(());
             }
@@ -161,14 +161,34 @@ pub async fn agent(
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM/SIGINT, with the handlers installed at construction (not at first poll), so a signal that
+/// arrives at any point after start-up is seen and never falls back to the default "terminate" action.
+struct Shutdown {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Shutdown {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Shutdown {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.term) => {}
+            _ = one(&mut self.int) => {}
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! One module per command, each thin: they build the context, call the library and print the result.
 //! Errors are printed once here; the exit code says what kind of failure it was.
 
+mod artifacts;
 mod bootstrap;
 mod config_cmd;
 mod token;
@@ -115,6 +116,9 @@ async fn dispatch(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Config(ConfigCommand::Validate) => config_cmd::validate(&cli.config, &cfg),
         Command::Config(ConfigCommand::Show) => config_cmd::show(&cfg),
+        Command::Artifacts(crate::cli::ArtifactsCommand::Bundle { output }) => {
+            artifacts::bundle(cfg, host, &output).await
+        }
         Command::Plan {
             output,
             skip_phase,

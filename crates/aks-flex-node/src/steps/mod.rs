@@ -7,7 +7,14 @@
 
 pub mod action;
 pub mod arc_install;
+pub mod cni;
+pub mod containerd;
 pub mod journal;
+pub mod kube_binaries;
+pub mod kubelet;
+pub mod npd;
+pub mod runc;
+pub mod services;
 pub mod system_configured;
 
 use std::collections::BTreeSet;
@@ -232,6 +239,13 @@ pub fn all_steps() -> Vec<Box<dyn Step>> {
     vec![
         Box::new(arc_install::ArcInstall::default()),
         Box::new(system_configured::SystemConfigured),
+        Box::new(runc::RuncInstaller),
+        Box::new(containerd::ContainerdInstaller),
+        Box::new(kube_binaries::KubeBinariesInstaller),
+        Box::new(cni::CniSetup),
+        Box::new(kubelet::KubeletInstaller),
+        Box::new(npd::NpdInstaller),
+        Box::new(services::ServicesEnabled),
     ]
 }
 

@@ -1,0 +1,337 @@
+//! The kubelet's files: `/var/lib/kubelet/config.yaml` (a KubeletConfiguration instead of deprecated
+//! flags), `/var/lib/kubelet/kubeconfig` (exec credential `aks-flex-node token`), `/etc/default/kubelet`,
+//! the unit and its drop-ins (the original's names). Flags that differ across kubelet versions (1.20–1.35)
+//! are chosen by version. YAML is written with JSON-quoted scalars, which every YAML parser reads exactly.
+
+use std::collections::BTreeMap;
+
+pub const CONFIG_PATH: &str = "/var/lib/kubelet/config.yaml";
+pub const KUBECONFIG_PATH: &str = "/var/lib/kubelet/kubeconfig";
+pub const DEFAULTS_PATH: &str = "/etc/default/kubelet";
+pub const UNIT_PATH: &str = "/etc/systemd/system/kubelet.service";
+pub const DROPIN_DIR: &str = "/etc/systemd/system/kubelet.service.d";
+pub const CONTAINERD_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-containerd.conf";
+pub const TLS_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-tlsbootstrap.conf";
+pub const RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
+pub const MANAGED_LABEL: (&str, &str) = ("kubernetes.azure.com/managed", "false");
+
+/// The original's cipher suites.
+pub const TLS_CIPHER_SUITES: [&str; 8] = [
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256",
+];
+
+/// Everything the kubelet files depend on.
+#[derive(Debug, Clone)]
+pub struct KubeletSettings {
+    /// `1.30.4` (no `v`).
+    pub version: String,
+    pub node_name: String,
+    pub node_ip: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// `key=value:Effect` strings.
+    pub taints: Vec<String>,
+    pub max_pods: u32,
+    pub verbosity: u32,
+    pub eviction_hard: BTreeMap<String, String>,
+    pub kube_reserved: BTreeMap<String, String>,
+    pub image_gc_high: u8,
+    pub image_gc_low: u8,
+    pub pause_image: String,
+    pub resolv_conf: String,
+    pub client_ca_file: String,
+    pub cluster_dns: Option<String>,
+    pub manifests_dir: String,
+    pub volume_plugin_dir: String,
+    pub cluster_name: String,
+    pub server: String,
+    /// base64 of the CA PEM.
+    pub ca_data_b64: String,
+}
+
+/// `(major, minor)` of a `1.30.4` version; unparsable versions are treated as the newest.
+pub fn minor(version: &str) -> (u32, u32) {
+    let mut it = version.trim_start_matches('v').split('.');
+    let maj = it.next().and_then(|m| m.parse().ok()).unwrap_or(u32::MAX);
+    let min = it.next().and_then(|m| m.parse().ok()).unwrap_or(u32::MAX);
+    (maj, min)
+}
+
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn map_yaml(out: &mut String, key: &str, m: &BTreeMap<String, String>) {
+    if m.is_empty() {
+        return;
+    }
+    out.push_str(&format!("{key}:\n"));
+    for (k, v) in m {
+        out.push_str(&format!("  {}: {}\n", q(k), q(v)));
+    }
+}
+
+/// `/var/lib/kubelet/config.yaml`.
+pub fn config_yaml(s: &KubeletSettings) -> String {
+    let v = minor(&s.version);
+    let mut o = String::from(
+        "# Managed by aks-flex-node; local changes are overwritten.\napiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n",
+    );
+    o.push_str("address: \"0.0.0.0\"\n");
+    o.push_str(
+        "authentication:\n  anonymous:\n    enabled: false\n  webhook:\n    enabled: true\n",
+    );
+    o.push_str(&format!(
+        "  x509:\n    clientCAFile: {}\n",
+        q(&s.client_ca_file)
+    ));
+    o.push_str("authorization:\n  mode: Webhook\n");
+    o.push_str("cgroupDriver: systemd\ncgroupsPerQOS: true\n");
+    if let Some(dns) = &s.cluster_dns {
+        o.push_str(&format!("clusterDNS:\n- {}\n", q(dns)));
+    }
+    if v >= (1, 27) {
+        o.push_str(&format!(
+            "containerRuntimeEndpoint: {}\n",
+            q(RUNTIME_ENDPOINT)
+        ));
+    }
+    o.push_str("enforceNodeAllocatable:\n- pods\n");
+    o.push_str("eventRecordQPS: 0\n");
+    // An empty map is omitted so the kubelet keeps its default hard-eviction thresholds (the original
+    // passed `--eviction-hard=` and disabled them).
+    map_yaml(&mut o, "evictionHard", &s.eviction_hard);
+    o.push_str(&format!(
+        "imageGCHighThresholdPercent: {}\nimageGCLowThresholdPercent: {}\n",
+        s.image_gc_high, s.image_gc_low
+    ));
+    map_yaml(&mut o, "kubeReserved", &s.kube_reserved);
+    o.push_str(&format!("maxPods: {}\n", s.max_pods));
+    o.push_str("nodeStatusUpdateFrequency: 10s\npodPidsLimit: -1\nprotectKernelDefaults: true\nreadOnlyPort: 0\n");
+    o.push_str(&format!("resolvConf: {}\n", q(&s.resolv_conf)));
+    o.push_str("runtimeRequestTimeout: 15m\n");
+    o.push_str(&format!("staticPodPath: {}\n", q(&s.manifests_dir)));
+    o.push_str("streamingConnectionIdleTimeout: 4h\n");
+    o.push_str("tlsCipherSuites:\n");
+    for c in TLS_CIPHER_SUITES {
+        o.push_str(&format!("- {c}\n"));
+    }
+    o
+}
+
+/// `/var/lib/kubelet/kubeconfig`: the cluster plus an exec credential running `aks-flex-node token`.
+pub fn kubeconfig(s: &KubeletSettings) -> String {
+    format!(
+        "# Managed by aks-flex-node; local changes are overwritten.
+apiVersion: v1
+kind: Config
+clusters:
+- name: {name}
+  cluster:
+    certificate-authority-data: {ca}
+    server: {server}
+contexts:
+- name: arc-context
+  context:
+    cluster: {name}
+    user: arc-user
+current-context: arc-context
+preferences: {{}}
+users:
+- name: arc-user
+  user:
+    exec:
+      apiVersion: client.authentication.k8s.io/v1
+      command: /usr/local/bin/aks-flex-node
+      args:
+      - token
+      env: null
+      interactiveMode: Never
+      provideClusterInfo: false
+",
+        name = q(&s.cluster_name),
+        ca = q(&s.ca_data_b64),
+        server = q(&s.server),
+    )
+}
+
+/// Labels as the kubelet flag takes them (sorted; always `kubernetes.azure.com/managed=false`).
+pub fn labels(s: &KubeletSettings) -> String {
+    let mut m = s.labels.clone();
+    m.insert(MANAGED_LABEL.0.into(), MANAGED_LABEL.1.into());
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The version-dependent flags.
+pub fn flags(s: &KubeletSettings) -> Vec<String> {
+    let v = minor(&s.version);
+    let mut f = vec![format!("--v={}", s.verbosity)];
+    f.push(format!("--hostname-override={}", s.node_name));
+    if let Some(ip) = &s.node_ip {
+        f.push(format!("--node-ip={ip}"));
+    }
+    if !s.taints.is_empty() {
+        f.push(format!("--register-with-taints={}", s.taints.join(",")));
+    }
+    if v < (1, 24) {
+        // Before dockershim's removal the kubelet needs to be told the runtime is remote.
+        f.push("--container-runtime=remote".into());
+    }
+    if v < (1, 35) {
+        // Accepted (deprecated since 1.27) until 1.35 removed it; keeps the sandbox image in sync with
+        // containerd's on older kubelets.
+        f.push(format!("--pod-infra-container-image={}", s.pause_image));
+    }
+    f
+}
+
+/// A value for a systemd `EnvironmentFile` / `Environment=` assignment in double quotes.
+fn env_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// `/etc/default/kubelet`.
+pub fn defaults(s: &KubeletSettings) -> String {
+    format!(
+        "# Managed by aks-flex-node; local changes are overwritten.\nKUBELET_NODE_LABELS={}\nKUBELET_CONFIG_FILE_FLAGS={}\nKUBELET_FLAGS={}\n",
+        env_quote(&labels(s)),
+        env_quote(&format!("--config {CONFIG_PATH}")),
+        env_quote(&flags(s).join(" ")),
+    )
+}
+
+/// `10-containerd.conf`: the endpoint flag only where the config field does not exist yet (< 1.27).
+pub fn containerd_dropin(s: &KubeletSettings) -> String {
+    let flags = if minor(&s.version) < (1, 27) {
+        format!("--runtime-request-timeout=15m --container-runtime-endpoint={RUNTIME_ENDPOINT}")
+    } else {
+        String::new()
+    };
+    format!(
+        "[Service]\nEnvironment=KUBELET_CONTAINERD_FLAGS={}\n",
+        env_quote(&flags)
+    )
+}
+
+pub fn tls_dropin() -> String {
+    format!(
+        "[Service]\nEnvironment=KUBELET_TLS_BOOTSTRAP_FLAGS={}\n",
+        env_quote(&format!("--kubeconfig {KUBECONFIG_PATH}"))
+    )
+}
+
+/// The original's unit; `--pod-manifest-path` and `--enable-server` now live in config.yaml.
+pub fn unit(s: &KubeletSettings) -> String {
+    format!(
+        r#"[Unit]
+Description=Kubelet
+ConditionPathExists=/usr/local/bin/kubelet
+
+[Service]
+Restart=always
+EnvironmentFile=/etc/default/kubelet
+SuccessExitStatus=143
+ExecStartPre=/bin/bash -c "if [ $$(mount | grep \"/var/lib/kubelet\" | wc -l) -le 0 ] ; then /bin/mount --bind /var/lib/kubelet /var/lib/kubelet ; fi"
+ExecStartPre=/bin/mount --make-shared /var/lib/kubelet
+ExecStartPre=-/sbin/ebtables -t nat --list
+ExecStartPre=-/sbin/iptables -t nat --numeric --list
+ExecStart=/usr/local/bin/kubelet \
+        --node-labels="${{KUBELET_NODE_LABELS}}" \
+        --volume-plugin-dir={vol} \
+        $KUBELET_TLS_BOOTSTRAP_FLAGS \
+        $KUBELET_CONFIG_FILE_FLAGS \
+        $KUBELET_CONTAINERD_FLAGS \
+        $KUBELET_FLAGS
+
+[Install]
+WantedBy=multi-user.target
+"#,
+        vol = s.volume_plugin_dir
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn settings(version: &str) -> KubeletSettings {
+        KubeletSettings {
+            version: version.into(),
+            node_name: "flex-node-1".into(),
+            node_ip: Some("192.168.10.5".into()),
+            labels: BTreeMap::from([
+                ("kubernetes.azure.com/role".into(), "agent".into()),
+                ("kubernetes.azure.com/managed".into(), "true".into()),
+            ]),
+            taints: vec!["dedicated=edge:NoSchedule".into()],
+            max_pods: 110,
+            verbosity: 2,
+            eviction_hard: BTreeMap::from([("memory.available".into(), "100Mi".into())]),
+            kube_reserved: BTreeMap::from([("cpu".into(), "100m".into())]),
+            image_gc_high: 85,
+            image_gc_low: 80,
+            pause_image: "mcr.microsoft.com/oss/kubernetes/pause:3.6".into(),
+            resolv_conf: "/run/systemd/resolve/resolv.conf".into(),
+            client_ca_file: "/etc/kubernetes/certs/ca.crt".into(),
+            cluster_dns: Some("10.0.0.10".into()),
+            manifests_dir: "/etc/kubernetes/manifests".into(),
+            volume_plugin_dir: "/etc/kubernetes/volumeplugins".into(),
+            cluster_name: "flex-cluster".into(),
+            server: "https://flex-cluster.hcp.westus.azmk8s.io:443".into(),
+            ca_data_b64: "Q0EK".into(),
+        }
+    }
+
+    #[test]
+    fn config_yaml_golden() {
+        insta::assert_snapshot!(config_yaml(&settings("1.30.4")));
+    }
+
+    #[test]
+    fn config_yaml_1_20_has_no_runtime_endpoint_field() {
+        let t = config_yaml(&settings("1.20.2"));
+        assert!(!t.contains("containerRuntimeEndpoint"), "{t}");
+    }
+
+    #[test]
+    fn kubeconfig_golden() {
+        insta::assert_snapshot!(kubeconfig(&settings("1.30.4")));
+    }
+
+    #[test]
+    fn defaults_golden_per_version() {
+        insta::assert_snapshot!("defaults_1_20", defaults(&settings("1.20.2")));
+        insta::assert_snapshot!("defaults_1_30", defaults(&settings("1.30.4")));
+        insta::assert_snapshot!("defaults_1_35", defaults(&settings("1.35.0")));
+    }
+
+    #[test]
+    fn managed_label_always_false() {
+        let l = labels(&settings("1.30.4"));
+        assert!(l.contains("kubernetes.azure.com/managed=false"), "{l}");
+        assert!(!l.contains("managed=true"), "{l}");
+    }
+
+    #[test]
+    fn unit_and_dropins_golden() {
+        insta::assert_snapshot!("unit", unit(&settings("1.30.4")));
+        insta::assert_snapshot!(
+            "dropin_containerd_1_20",
+            containerd_dropin(&settings("1.20.2"))
+        );
+        insta::assert_snapshot!(
+            "dropin_containerd_1_30",
+            containerd_dropin(&settings("1.30.4"))
+        );
+        insta::assert_snapshot!("dropin_tls", tls_dropin());
+    }
+}

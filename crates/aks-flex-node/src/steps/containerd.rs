@@ -1,0 +1,134 @@
+//! `ContainerdInstaller`: containerd's binaries in `/usr/bin` (whatever the release ships: 1.7 has the v1
+//! shims, 2.x does not), `/etc/containerd/config.toml` and the original's unit. Running containerd is never
+//! killed; ServicesEnabled restarts it when one of its files changed.
+
+use std::path::{Path, PathBuf};
+
+use super::{file_action, Action, Context, Phase, Step, StepError, StepResult};
+use crate::artifacts::{self, install};
+use crate::render::containerd as render;
+
+pub struct ContainerdInstaller;
+
+const NAME: &str = "ContainerdInstaller";
+/// Files every containerd release has; the record holds the complete list.
+pub const REQUIRED: [&str; 3] = ["containerd", "containerd-shim-runc-v2", "ctr"];
+
+/// Whether this process lacks CAP_SYS_RESOURCE (bit 24 of CapEff): then containerd must restrict the
+/// OOM score adjustment or every CRI pod sandbox fails.
+pub fn lacks_cap_sys_resource() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) == 0)
+}
+
+pub fn config_toml(ctx: &Context) -> String {
+    let c = &ctx.config.containerd;
+    let restrict = lacks_cap_sys_resource();
+    render::config_toml(&render::ContainerdSettings {
+        version: &c.version,
+        pause_image: &c.pause_image,
+        metrics_address: &c.metrics_address,
+        restrict_oom_score_adj: restrict,
+    })
+}
+
+#[async_trait::async_trait]
+impl Step for ContainerdInstaller {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Installation
+    }
+
+    async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
+        let host = &ctx.host;
+        let spec = artifacts::containerd_spec(&ctx.config, artifacts::host_arch());
+        let wanted: Vec<(PathBuf, u32)> = REQUIRED
+            .iter()
+            .map(|b| (Path::new("/usr/bin").join(b), 0o755))
+            .collect();
+        let mut actions = Vec::new();
+        if !install::is_current(
+            host,
+            "containerd",
+            &spec.version,
+            &spec.arch,
+            install::pinned(&spec),
+            &wanted,
+        )
+        .map_err(StepError::other)?
+        {
+            actions.push(install::install_action(
+                &spec,
+                &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+            ));
+        }
+        let toml = config_toml(ctx);
+        if let Some(a) = file_action(
+            host,
+            Path::new(render::CONFIG_PATH),
+            0o644,
+            toml.clone(),
+            false,
+        )? {
+            if toml.contains("restrict_oom_score_adj = true") {
+                tracing::info!("this process lacks CAP_SYS_RESOURCE (container, nspawn or restricted VM): setting containerd's restrict_oom_score_adj = true so CRI pods can start");
+            }
+            actions.push(a);
+        }
+        actions.extend(file_action(
+            host,
+            Path::new(render::UNIT_PATH),
+            0o644,
+            render::unit(),
+            false,
+        )?);
+        Ok(actions)
+    }
+
+    async fn apply_custom(
+        &self,
+        ctx: &Context,
+        _kind: &str,
+        _detail: &serde_json::Value,
+    ) -> StepResult<()> {
+        let spec = artifacts::containerd_spec(&ctx.config, artifacts::host_arch());
+        let f = install::fetcher(ctx)?;
+        let fetched = install::fetch_journaled(ctx, &f, NAME, std::slice::from_ref(&spec)).await?;
+        let staged = install::Staged::tar_gz(
+            &ctx.host,
+            &fetched[0],
+            &spec.component,
+            &spec.version,
+            |p| {
+                p.strip_prefix("bin/")
+                    .filter(|n| !n.is_empty() && !n.contains('/'))
+                    .map(str::to_string)
+            },
+        )
+        .await
+        .map_err(StepError::other)?;
+        install::install_staged_into(
+            ctx,
+            NAME,
+            &spec,
+            &fetched[0].sha256,
+            &staged,
+            Path::new("/usr/bin"),
+            0o755,
+            &REQUIRED,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn after_undo(&self, _ctx: &Context) -> StepResult<Vec<Action>> {
+        Ok(vec![Action::DaemonReload])
+    }
+}

@@ -1,0 +1,174 @@
+//! `KubeletInstaller`: `/var/lib/kubelet/config.yaml`, `/var/lib/kubelet/kubeconfig` (0600, exec credential
+//! `aks-flex-node token`), the cluster CA as the kubelet's client CA (so `kubectl logs/exec` work),
+//! `/etc/default/kubelet`, the unit and its drop-ins. It also removes the original agent's leftovers
+//! (`token.sh`, `/etc/kubernetes/kubeconfig`); every change is journaled, so unbootstrap restores them.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+
+use super::{file_action, Action, ClusterEndpoint, Context, Phase, Step, StepError, StepResult};
+use crate::host::Entry;
+use crate::render::kubelet as render;
+
+pub struct KubeletInstaller;
+
+const NAME: &str = "KubeletInstaller";
+/// The original agent's files this one replaces.
+pub const LEFTOVERS: [&str; 2] = ["/var/lib/kubelet/token.sh", "/etc/kubernetes/kubeconfig"];
+
+/// The API server and CA: from the identity phase, else `node.kubelet.serverURL` + `caCertData`.
+pub fn endpoint(ctx: &Context) -> StepResult<ClusterEndpoint> {
+    if let Some(ep) = ctx.cluster_endpoint() {
+        return Ok(ep);
+    }
+    let k = &ctx.config.node.kubelet;
+    match (&k.server_url, &k.ca_cert_data) {
+        (Some(server), Some(ca)) => {
+            let cleaned: String = ca.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            let ca_pem = base64::engine::general_purpose::STANDARD
+                .decode(cleaned)
+                .map_err(|e| StepError::failed(format!("node.kubelet.caCertData is not base64: {e}")))?;
+            Ok(ClusterEndpoint {
+                server: server.clone(),
+                ca_pem,
+            })
+        }
+        _ => Err(StepError::failed(
+            "the cluster's API server is unknown: run the identity phase (it fetches the cluster credentials) or set node.kubelet.serverURL and node.kubelet.caCertData",
+        )),
+    }
+}
+
+pub fn settings(ctx: &Context, ep: &ClusterEndpoint) -> render::KubeletSettings {
+    let c = &ctx.config;
+    let k = &c.node.kubelet;
+    let resolv = if ctx
+        .host
+        .fs
+        .exists(Path::new("/run/systemd/resolve/resolv.conf"))
+        .unwrap_or(false)
+    {
+        "/run/systemd/resolve/resolv.conf"
+    } else {
+        "/etc/resolv.conf"
+    };
+    let certs = &c.paths.kubernetes.certs_dir;
+    render::KubeletSettings {
+        version: c.kubernetes.version.clone(),
+        node_name: c.agent.node_name.clone(),
+        node_ip: k.node_ip.map(|i| i.to_string()),
+        labels: c.node.labels.clone(),
+        taints: c.node.taints.iter().map(|t| t.to_string()).collect(),
+        max_pods: c.node.max_pods,
+        verbosity: k.verbosity,
+        eviction_hard: k.eviction_hard.clone(),
+        kube_reserved: k.kube_reserved.clone(),
+        image_gc_high: k.image_gc_high_threshold,
+        image_gc_low: k.image_gc_low_threshold,
+        pause_image: c.containerd.pause_image.clone(),
+        resolv_conf: resolv.into(),
+        client_ca_file: certs.join("ca.crt").display().to_string(),
+        cluster_dns: c.networking.dns_service_ip.map(|i| i.to_string()),
+        manifests_dir: c.paths.kubernetes.manifests_dir.display().to_string(),
+        volume_plugin_dir: c.paths.kubernetes.volume_plugin_dir.display().to_string(),
+        cluster_name: c.azure.target_cluster.name.clone(),
+        server: ep.server.clone(),
+        ca_data_b64: base64::engine::general_purpose::STANDARD.encode(&ep.ca_pem),
+    }
+}
+
+/// Files the kubelet reads (ServicesEnabled restarts it when one changed).
+pub fn kubelet_files(ctx: &Context) -> Vec<PathBuf> {
+    vec![
+        "/usr/local/bin/kubelet".into(),
+        render::CONFIG_PATH.into(),
+        render::KUBECONFIG_PATH.into(),
+        render::DEFAULTS_PATH.into(),
+        render::UNIT_PATH.into(),
+        render::CONTAINERD_DROPIN.into(),
+        render::TLS_DROPIN.into(),
+        ctx.config.paths.kubernetes.certs_dir.join("ca.crt"),
+    ]
+}
+
+#[async_trait::async_trait]
+impl Step for KubeletInstaller {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Activation
+    }
+
+    async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
+        let host = &ctx.host;
+        let ep = endpoint(ctx)?;
+        let s = settings(ctx, &ep);
+        let paths = &ctx.config.paths.kubernetes;
+        let mut actions = Vec::new();
+        for leftover in LEFTOVERS {
+            if host.fs.entry(Path::new(leftover))?.is_some() {
+                actions.push(Action::RemoveFile {
+                    path: leftover.into(),
+                });
+            }
+        }
+        for d in [&paths.manifests_dir, &paths.volume_plugin_dir] {
+            if !matches!(host.fs.entry(d)?, Some(Entry::Dir { .. })) {
+                actions.push(Action::EnsureDir {
+                    path: d.clone(),
+                    mode: 0o755,
+                });
+            }
+        }
+        let files: Vec<(PathBuf, u32, String, bool)> = vec![
+            (
+                paths.certs_dir.join("ca.crt"),
+                0o644,
+                String::from_utf8_lossy(&ep.ca_pem).into_owned(),
+                false,
+            ),
+            (
+                render::CONFIG_PATH.into(),
+                0o644,
+                render::config_yaml(&s),
+                false,
+            ),
+            (
+                render::KUBECONFIG_PATH.into(),
+                0o600,
+                render::kubeconfig(&s),
+                true,
+            ),
+            (
+                render::DEFAULTS_PATH.into(),
+                0o644,
+                render::defaults(&s),
+                false,
+            ),
+            (
+                render::CONTAINERD_DROPIN.into(),
+                0o644,
+                render::containerd_dropin(&s),
+                false,
+            ),
+            (
+                render::TLS_DROPIN.into(),
+                0o644,
+                render::tls_dropin(),
+                false,
+            ),
+            (render::UNIT_PATH.into(), 0o644, render::unit(&s), false),
+        ];
+        for (path, mode, content, secret) in files {
+            actions.extend(file_action(host, &path, mode, content, secret)?);
+        }
+        Ok(actions)
+    }
+
+    async fn after_undo(&self, _ctx: &Context) -> StepResult<Vec<Action>> {
+        Ok(vec![Action::DaemonReload])
+    }
+}

@@ -1,0 +1,115 @@
+//! `NPD_Installer`: node-problem-detector's binary (`/usr/bin/node-problem-detector`), its kernel monitor
+//! config and unit; it authenticates with the kubelet's kubeconfig. `npd.enabled: false` skips it.
+//! Unlike the original, undo also removes the unit (ServicesEnabled's undo stops and disables it first).
+
+use std::path::{Path, PathBuf};
+
+use super::{file_action, Action, Context, Phase, Step, StepError, StepResult};
+use crate::artifacts::{self, install};
+use crate::render::npd as render;
+
+pub struct NpdInstaller;
+
+const NAME: &str = "NPD_Installer";
+
+#[async_trait::async_trait]
+impl Step for NpdInstaller {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Activation
+    }
+
+    async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
+        if !ctx.config.npd.enabled {
+            return Ok(vec![]);
+        }
+        let host = &ctx.host;
+        let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
+        let wanted: Vec<(PathBuf, u32)> = vec![
+            (render::BIN_PATH.into(), 0o755),
+            (render::MONITOR_PATH.into(), 0o644),
+        ];
+        let mut actions = Vec::new();
+        if !install::is_current(
+            host,
+            "npd",
+            &spec.version,
+            &spec.arch,
+            install::pinned(&spec),
+            &wanted,
+        )
+        .map_err(StepError::other)?
+        {
+            actions.push(install::install_action(
+                &spec,
+                &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
+            ));
+        }
+        let ep = super::kubelet::endpoint(ctx)?;
+        actions.extend(file_action(
+            host,
+            Path::new(render::UNIT_PATH),
+            0o644,
+            render::unit(&ep.server),
+            false,
+        )?);
+        Ok(actions)
+    }
+
+    async fn apply_custom(
+        &self,
+        ctx: &Context,
+        _kind: &str,
+        _detail: &serde_json::Value,
+    ) -> StepResult<()> {
+        let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
+        let f = install::fetcher(ctx)?;
+        let fetched = install::fetch_journaled(ctx, &f, NAME, std::slice::from_ref(&spec)).await?;
+        let staged = install::Staged::tar_gz(
+            &ctx.host,
+            &fetched[0],
+            &spec.component,
+            &spec.version,
+            |p| match p {
+                "bin/node-problem-detector" => Some("node-problem-detector".into()),
+                "config/kernel-monitor.json" => Some("kernel-monitor.json".into()),
+                _ => None,
+            },
+        )
+        .await
+        .map_err(StepError::other)?;
+        let (bin, mon) = match (
+            staged.get("node-problem-detector"),
+            staged.get("kernel-monitor.json"),
+        ) {
+            (Some(b), Some(m)) => (b.to_path_buf(), m.to_path_buf()),
+            _ => {
+                return Err(StepError::failed(format!(
+                    "{} does not contain bin/node-problem-detector and config/kernel-monitor.json",
+                    spec.file
+                )))
+            }
+        };
+        install::install(
+            ctx,
+            NAME,
+            "npd",
+            &spec.version,
+            &spec.arch,
+            &fetched[0].sha256,
+            &[
+                (render::BIN_PATH.into(), bin, 0o755),
+                (render::MONITOR_PATH.into(), mon, 0o644),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn after_undo(&self, _ctx: &Context) -> StepResult<Vec<Action>> {
+        Ok(vec![Action::DaemonReload])
+    }
+}

@@ -1,0 +1,66 @@
+//! `Runc_Installer`: `/usr/bin/runc` (0755) from the verified upstream binary. Unlike the original it never
+//! `pkill`s runc: that would kill container shims and with them every running container. Replacing the
+//! binary atomically is safe for running containers.
+
+use std::path::{Path, PathBuf};
+
+use super::{Action, Context, Phase, Step, StepResult};
+use crate::artifacts::{self, install};
+
+pub struct RuncInstaller;
+
+const NAME: &str = "Runc_Installer";
+pub const RUNC_PATH: &str = "/usr/bin/runc";
+
+#[async_trait::async_trait]
+impl Step for RuncInstaller {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Installation
+    }
+
+    async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
+        let spec = artifacts::runc_spec(&ctx.config, artifacts::host_arch());
+        let wanted = [(PathBuf::from(RUNC_PATH), 0o755)];
+        if install::is_current(
+            &ctx.host,
+            "runc",
+            &spec.version,
+            &spec.arch,
+            install::pinned(&spec),
+            &wanted,
+        )
+        .map_err(super::StepError::other)?
+        {
+            return Ok(vec![]);
+        }
+        Ok(vec![install::install_action(&spec, &[RUNC_PATH.into()])])
+    }
+
+    async fn apply_custom(
+        &self,
+        ctx: &Context,
+        _kind: &str,
+        _detail: &serde_json::Value,
+    ) -> StepResult<()> {
+        let spec = artifacts::runc_spec(&ctx.config, artifacts::host_arch());
+        let f = install::fetcher(ctx)?;
+        let fetched = install::fetch_journaled(ctx, &f, NAME, std::slice::from_ref(&spec)).await?;
+        let staged = install::Staged::single(&fetched[0], "runc");
+        install::install_staged_into(
+            ctx,
+            NAME,
+            &spec,
+            &fetched[0].sha256,
+            &staged,
+            Path::new("/usr/bin"),
+            0o755,
+            &["runc"],
+        )
+        .await?;
+        Ok(())
+    }
+}

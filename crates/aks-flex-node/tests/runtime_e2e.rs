@@ -1,0 +1,282 @@
+//! End to end in a sandbox root: `bootstrap --skip-phase identity` installs and configures every runtime
+//! component from the loopback artifact server (mirror), a second run writes nothing, and `unbootstrap`
+//! restores the root exactly (including the original agent's leftovers and pre-existing files).
+
+mod runtime_support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use runtime_support::*;
+
+/// Every entry under `root`: type, mode, content digest or link target; with `mtimes`, also mtimes.
+fn tree(root: &Path, mtimes: bool) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, mtimes: bool, out: &mut BTreeMap<String, String>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            // The agent's own log (written by the logging layer on every run) is not host state.
+            if rel.starts_with("var/log") {
+                continue;
+            }
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let mt = if mtimes {
+                format!(" mtime={}.{}", md.mtime(), md.mtime_nsec())
+            } else {
+                String::new()
+            };
+            let desc = if md.file_type().is_symlink() {
+                format!("link -> {}", std::fs::read_link(&p).unwrap().display())
+            } else if md.is_dir() {
+                walk(root, &p, mtimes, out);
+                format!("dir {:o}{mt}", md.mode() & 0o7777)
+            } else {
+                format!(
+                    "file {:o} {}{mt}",
+                    md.mode() & 0o7777,
+                    sha256(&std::fs::read(&p).unwrap())
+                )
+            };
+            out.insert(rel, desc);
+        }
+    }
+    walk(root, root, mtimes, &mut out);
+    out
+}
+
+/// Entries that differ between two trees (readable failure messages).
+fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: {:?} -> {:?}", a.get(k), b.get(k)))
+        .collect()
+}
+
+async fn cli(root: &Path, config: &Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_aks-flex-node"))
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn put(root: &Path, p: &str, content: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let full = root.join(p.trim_start_matches('/'));
+    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+    std::fs::write(&full, content).unwrap();
+    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_converges_reruns_write_nothing_and_unbootstrap_restores_the_root() {
+    let server = ArtifactServer::start().await;
+    let fx = Fixtures::tiny();
+    fx.serve(&server);
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    // What was on the machine before: an old runc, the original agent's leftovers, an unrelated file.
+    put(r, "/usr/bin/runc", b"old runc", 0o755);
+    put(
+        r,
+        "/var/lib/kubelet/token.sh",
+        b"#!/bin/bash\n# old\n",
+        0o755,
+    );
+    put(r, "/etc/kubernetes/kubeconfig", b"old kubeconfig", 0o600);
+    put(r, "/etc/hostname", b"flex-node-1\n", 0o644);
+    std::fs::create_dir_all(r.join("var/cache")).unwrap();
+    let before = tree(r, false);
+
+    let cfgdir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        cfgdir.path(),
+        &config_json(&server.base, &fx, serde_json::json!({})),
+    );
+
+    let out = cli(r, &config, &["bootstrap", "--skip-phase", "identity"]).await;
+    assert!(
+        out.status.success(),
+        "bootstrap failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |p: &str| std::fs::read(r.join(p.trim_start_matches('/'))).unwrap();
+    let mode = |p: &str| {
+        std::fs::metadata(r.join(p.trim_start_matches('/')))
+            .unwrap()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(read("/usr/bin/runc"), fx.runc);
+    assert_eq!(mode("/usr/bin/runc"), 0o755);
+    for b in ["containerd", "ctr", "containerd-shim-runc-v2"] {
+        assert_eq!(mode(&format!("/usr/bin/{b}")), 0o755);
+    }
+    for b in ["kubelet", "kubectl", "kubeadm"] {
+        assert_eq!(read(&format!("/usr/local/bin/{b}")), fx.kube[b]);
+    }
+    for b in ["bridge", "host-local", "loopback"] {
+        assert_eq!(mode(&format!("/opt/cni/bin/{b}")), 0o755);
+    }
+    let conf = String::from_utf8(read("/etc/cni/net.d/10-bridge.conf")).unwrap();
+    assert!(
+        conf.contains("10.244.3.0/24") && conf.contains("10.244.3.1"),
+        "{conf}"
+    );
+    let toml = String::from_utf8(read("/etc/containerd/config.toml")).unwrap();
+    assert!(toml.contains("sandbox_image = \"mcr.microsoft.com/oss/kubernetes/pause:3.6\""));
+    assert!(toml.contains("address = \"127.0.0.1:10257\""));
+    assert_eq!(mode("/var/lib/kubelet/kubeconfig"), 0o600);
+    let kc = String::from_utf8(read("/var/lib/kubelet/kubeconfig")).unwrap();
+    assert!(
+        kc.contains("command: /usr/local/bin/aks-flex-node")
+            && kc.contains("client.authentication.k8s.io/v1\n")
+    );
+    assert!(String::from_utf8(read("/etc/default/kubelet"))
+        .unwrap()
+        .contains("--pod-infra-container-image=mcr.microsoft.com/oss/kubernetes/pause:3.6"));
+    assert_eq!(read("/etc/kubernetes/certs/ca.crt"), TEST_CA_PEM.as_bytes());
+    assert!(!r.join("var/lib/kubelet/token.sh").exists());
+    assert!(!r.join("etc/kubernetes/kubeconfig").exists());
+    assert!(r.join("usr/bin/node-problem-detector").exists());
+    assert!(r
+        .join("etc/node-problem-detector/kernel-monitor.json")
+        .exists());
+    let rec: serde_json::Value =
+        serde_json::from_slice(&read("/var/lib/aks-flex-node/sandbox.json")).unwrap();
+    for unit in ["containerd", "kubelet", "node-problem-detector"] {
+        assert_eq!(rec["units"][unit]["enabled"], true, "{unit}: {rec}");
+        assert_eq!(rec["units"][unit]["active"], true, "{unit}: {rec}");
+        assert_eq!(rec["units"][unit]["restarts"], 0, "{unit}: {rec}");
+    }
+    assert!(rec["daemonReloads"].as_u64().unwrap() >= 1);
+    let hits_after_first = server.total_hits();
+
+    // Second run: converged, nothing written (mtimes included), nothing downloaded.
+    let converged = tree(r, true);
+    let out = cli(r, &config, &["bootstrap", "--skip-phase", "identity"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = diff(&converged, &tree(r, true));
+    assert!(
+        d.is_empty(),
+        "the second bootstrap changed the root: {d:#?}"
+    );
+    assert_eq!(server.total_hits(), hits_after_first);
+
+    // A changed kubelet setting rewrites its file and restarts only the kubelet (and NPD does not).
+    let config2 = write_config(
+        cfgdir.path(),
+        &config_json(
+            &server.base,
+            &fx,
+            serde_json::json!({"node": {"maxPods": 50}}),
+        ),
+    );
+    let out = cli(r, &config2, &["bootstrap", "--skip-phase", "identity"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rec: serde_json::Value =
+        serde_json::from_slice(&read("/var/lib/aks-flex-node/sandbox.json")).unwrap();
+    assert_eq!(rec["units"]["kubelet"]["restarts"], 1, "{rec}");
+    assert_eq!(rec["units"]["containerd"]["restarts"], 0, "{rec}");
+    assert_eq!(server.total_hits(), hits_after_first);
+
+    let out = cli(r, &config2, &["unbootstrap"]).await;
+    assert!(
+        out.status.success(),
+        "unbootstrap failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = diff(&before, &tree(r, false));
+    assert!(
+        d.is_empty(),
+        "unbootstrap did not restore the root exactly: {d:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_bundle_then_air_gapped_bootstrap_from_it() {
+    let server = ArtifactServer::start().await;
+    let fx = Fixtures::tiny();
+    fx.serve(&server);
+    let cfgdir = tempfile::tempdir().unwrap();
+    let build_root = tempfile::tempdir().unwrap();
+    let bundle = tempfile::tempdir().unwrap();
+    let config = write_config(
+        cfgdir.path(),
+        &config_json(&server.base, &fx, serde_json::json!({})),
+    );
+    let out = cli(
+        build_root.path(),
+        &config,
+        &[
+            "artifacts",
+            "bundle",
+            "--output",
+            bundle.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.path().join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["artifacts"].as_array().unwrap().len(),
+        7,
+        "{manifest}"
+    );
+    let hits = server.total_hits();
+
+    // Install with the mirror pointing at a closed port: only the bundle can serve.
+    let air_gapped = config_json(
+        "http://127.0.0.1:9",
+        &fx,
+        serde_json::json!({"bootstrap": {"offlineArtifacts": {"source": format!("file://{}", bundle.path().display())}}}),
+    );
+    let config = write_config(cfgdir.path(), &air_gapped);
+    let root = tempfile::tempdir().unwrap();
+    let out = cli(
+        root.path(),
+        &config,
+        &["bootstrap", "--skip-phase", "identity"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(root.path().join("usr/local/bin/kubelet")).unwrap(),
+        fx.kube["kubelet"]
+    );
+    assert_eq!(server.total_hits(), hits);
+}
