@@ -183,7 +183,7 @@ impl AzureSettings {
                 location: a.arc.location.clone(),
                 tags: a.arc.tags.clone(),
                 auto_role_assignment: a.arc.auto_role_assignment,
-                roles: crate::azure::roles::default_roles(),
+                roles: a.arc.roles.clone(),
                 adopt_existing: env("AKS_FLEX_NODE_ARC_ADOPT")
                     .is_some_and(|v| v == "1" || v == "true"),
             },

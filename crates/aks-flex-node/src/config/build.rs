@@ -423,6 +423,22 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             h
         }
     };
+    let arc_roles = match arc_f.roles {
+        None => crate::azure::roles::default_roles(),
+        Some(list) => {
+            let mut out: Vec<crate::azure::roles::RoleSpec> = Vec::new();
+            for (i, r) in list.iter().enumerate() {
+                match crate::azure::roles::resolve(r) {
+                    Ok(spec) if out.iter().any(|o| o.guid == spec.guid) => {
+                        b.bad(&format!("azure.arc.roles[{i}]"), Some(r), "is listed twice");
+                    }
+                    Ok(spec) => out.push(spec),
+                    Err(why) => b.bad(&format!("azure.arc.roles[{i}]"), Some(r), why),
+                }
+            }
+            out
+        }
+    };
     let arc = ArcConfig {
         enabled: arc_enabled,
         machine_name,
@@ -434,6 +450,7 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             .or_else(|| location.clone())
             .unwrap_or_default(),
         auto_role_assignment: arc_f.auto_role_assignment.unwrap_or(true),
+        roles: arc_roles,
     };
     let target_agent_pool_name = given(af.target_agent_pool_name).filter(|p| {
         let ok = p.len() <= 12

@@ -126,8 +126,13 @@ pub struct ArcFile {
     pub resource_group: Option<String>,
     /// Azure region of the Arc machine (default: targetCluster.location).
     pub location: Option<String>,
-    /// Assign the Arc identity its roles on the cluster automatically (default true).
+    /// Assign the Arc identity its roles on the cluster automatically (default true). With false the
+    /// agent assigns nothing but checks that an administrator did, and fails listing what is missing.
     pub auto_role_assignment: Option<bool>,
+    /// Roles the Arc identity gets on the cluster: built-in role names or role-definition GUIDs.
+    /// Default: Reader, Azure Kubernetes Service RBAC Cluster Admin, Azure Kubernetes Service Cluster
+    /// Admin Role (the original's three).
+    pub roles: Option<Vec<String>>,
 }
 
 /// The target AKS cluster.

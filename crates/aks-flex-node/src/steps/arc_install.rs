@@ -194,41 +194,52 @@ impl Step for ArcInstall {
             .map_err(az)?;
         aks::require_azure_rbac(&info, &st.cluster.resource_id).map_err(az)?;
 
-        if st.arc.auto_role_assignment {
-            let existing = match &principal {
-                Some(p) => roles::list_for_principal(&s.azure.arm, &st.cluster.resource_id, p)
-                    .await
-                    .map_err(az)?,
-                None => Vec::new(),
-            };
-            let mut missing = 0;
-            for role in &st.arc.roles {
-                if existing.iter().any(|a| a.role_guid == role.guid) {
-                    continue;
-                }
-                missing += 1;
+        let scope = &st.cluster.resource_id;
+        let missing: Vec<&roles::RoleSpec> = match &principal {
+            Some(p) => roles::missing_roles(&s.azure.arm, scope, p, &st.arc.roles)
+                .await
+                .map_err(az)?,
+            None => st.arc.roles.iter().collect(),
+        };
+        if missing.is_empty() {
+            // Converged: every configured role is assigned.
+        } else if st.arc.auto_role_assignment {
+            for role in &missing {
                 actions.push(Action::Custom {
                     kind: "assignRole".into(),
                     summary: format!(
-                        "assign {} to the Arc identity on cluster {}",
-                        role.name, st.cluster.resource_id
+                        "assign {} to the Arc identity on cluster {scope}",
+                        role.name
                     ),
                     detail: json!({
                         "role": role.name,
                         "roleDefinitionId": roles::role_definition_id(&st.subscription_id, &role.guid),
-                        "scope": st.cluster.resource_id,
+                        "scope": scope,
                         "principalId": principal.clone().unwrap_or_else(|| "(the Arc identity, once connected)".into()),
-                        "assignmentName": principal.as_deref().map(|p| roles::assignment_name(&st.cluster.resource_id, p, &role.guid)),
+                        "assignmentName": principal.as_deref().map(|p| roles::assignment_name(scope, p, &role.guid)),
                     }),
                 });
             }
-            if missing > 0 {
-                actions.push(Action::Custom {
-                    kind: "waitRoles".into(),
-                    summary: "wait until the role assignments are visible".into(),
-                    detail: json!({"scope": st.cluster.resource_id, "timeoutSeconds": st.timing.visibility_timeout.as_secs()}),
-                });
-            }
+            actions.push(Action::Custom {
+                kind: "waitRoles".into(),
+                summary: "wait until the role assignments are visible".into(),
+                detail: json!({"scope": scope, "timeoutSeconds": st.timing.visibility_timeout.as_secs()}),
+            });
+        } else {
+            // azure.arc.autoRoleAssignment=false: an administrator assigns; we only check.
+            let names: Vec<&str> = missing.iter().map(|r| r.name.as_str()).collect();
+            actions.push(Action::Custom {
+                kind: "verifyRoles".into(),
+                summary: format!(
+                    "check that an administrator assigned {} to the Arc identity on cluster {scope} (azure.arc.autoRoleAssignment=false)",
+                    names.join(", ")
+                ),
+                detail: json!({
+                    "scope": scope,
+                    "roles": names,
+                    "principalId": principal.clone().unwrap_or_else(|| "(the Arc identity, once connected)".into()),
+                }),
+            });
         }
 
         // Cluster API server + CA: read-only, so fetched now (once per run) for the kubelet steps.
@@ -378,6 +389,24 @@ impl Step for ArcInstall {
                 )
                 .await
                 .map_err(az)
+            }
+            "verifyRoles" => {
+                let principal = self.current_principal(&s).await?;
+                let scope = &st.cluster.resource_id;
+                let missing = roles::missing_roles(&s.azure.arm, scope, &principal, &st.arc.roles)
+                    .await
+                    .map_err(az)?;
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                Err(StepError::failed(format!(
+                    "azure.arc.autoRoleAssignment is false and the Arc identity {principal} lacks {} role(s) on {scope}: {}. \
+                     An administrator (Owner, User Access Administrator or Role Based Access Control Administrator on the cluster) must run:\n{}\n\
+                     then re-run bootstrap",
+                    missing.len(),
+                    missing.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+                    roles::admin_commands(scope, &principal, &missing)
+                )))
             }
             // Fetched during planning; nothing left to do.
             "clusterCredentials" => Ok(()),
