@@ -653,3 +653,48 @@ async fn without_auto_role_assignment_nothing_is_assigned_and_the_admin_commands
         std::fs::read_to_string(w.root().join("var/lib/aks-flex-node/journal.json")).unwrap();
     assert!(!journal.contains("roleAssignment"), "{journal}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_resource_of_another_host_is_adopted_only_when_configured() {
+    let mut w = World::start(Scenario::demo()).await;
+    // Someone else's machine resource under this node's name.
+    let token = admin_token(&w).await;
+    let url = format!(
+        "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.HybridCompute/machines/{}?api-version=2022-03-10",
+        w.emu.urls().arm,
+        scenario::DEMO_SUBSCRIPTION_ID,
+        scenario::DEMO_RESOURCE_GROUP,
+        w.host
+    );
+    let r = reqwest::Client::new()
+        .put(url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"location": "eastus", "identity": {"type": "SystemAssigned"}, "properties": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let t = bootstrap_fails_with(
+        &w,
+        scenario::DEMO_SP_SECRET,
+        &["already exists", "azure.arc.adoptExisting=true"],
+    )
+    .await;
+    assert!(!t.contains("AKS_FLEX_NODE_ARC_ADOPT"), "{t}");
+    assert!(w
+        .writes_since(0)
+        .iter()
+        .all(|l| !l.contains("roleAssignments")));
+
+    w.arc_extra = serde_json::json!({"adoptExisting": true});
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(w
+        .emu
+        .state()
+        .hosts
+        .get(&w.host)
+        .is_some_and(|h| h.connected));
+    let p = w.principal().unwrap();
+    assert_eq!(roles_of(&w, &p).len(), 3);
+}

@@ -792,3 +792,23 @@ fn bad_arc_roles_are_named_with_the_allowed_names() {
     assert!(ps[1].expected.contains("twice"));
     assert_eq!(ps[2].field, "azure.arc.roles[3]");
 }
+
+#[test]
+fn azcmagent_path_must_be_absolute() {
+    let mut v = seed();
+    set(&mut v, "azure.arc.azcmagentPath", json!("bin/azcmagent"));
+    let p = only_problem(&v, "azure.arc.azcmagentPath");
+    assert!(p.expected.contains("absolute"), "{p:?}");
+    set(
+        &mut v,
+        "azure.arc.azcmagentPath",
+        json!("/usr/local/bin/azcmagent"),
+    );
+    set(&mut v, "azure.arc.adoptExisting", json!(true));
+    let c = ok(&v).config;
+    assert!(c.azure.arc.adopt_existing);
+    assert_eq!(
+        c.azure.arc.azcmagent_path.as_deref(),
+        Some(Path::new("/usr/local/bin/azcmagent"))
+    );
+}

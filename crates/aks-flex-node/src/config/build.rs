@@ -439,6 +439,18 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             out
         }
     };
+    let azcmagent_path = given(arc_f.azcmagent_path).and_then(|p| {
+        if p.starts_with('/') {
+            Some(std::path::PathBuf::from(p))
+        } else {
+            b.bad(
+                "azure.arc.azcmagentPath",
+                Some(&p),
+                "is not an absolute path; expected e.g. /usr/bin/azcmagent",
+            );
+            None
+        }
+    });
     let arc = ArcConfig {
         enabled: arc_enabled,
         machine_name,
@@ -451,6 +463,8 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             .unwrap_or_default(),
         auto_role_assignment: arc_f.auto_role_assignment.unwrap_or(true),
         roles: arc_roles,
+        adopt_existing: arc_f.adopt_existing.unwrap_or(false),
+        azcmagent_path,
     };
     let target_agent_pool_name = given(af.target_agent_pool_name).filter(|p| {
         let ok = p.len() <= 12

@@ -133,6 +133,12 @@ pub struct ArcFile {
     /// Default: Reader, Azure Kubernetes Service RBAC Cluster Admin, Azure Kubernetes Service Cluster
     /// Admin Role (the original's three).
     pub roles: Option<Vec<String>>,
+    /// Take over an existing Arc machine resource of the same name that this agent did not create
+    /// (default false: refuse, it may belong to another host). `AKS_FLEX_NODE_ARC_ADOPT=1|0` overrides.
+    pub adopt_existing: Option<bool>,
+    /// Path of the `azcmagent` program (default: `azcmagent` on PATH). `AKS_FLEX_NODE_AZCMAGENT`
+    /// overrides.
+    pub azcmagent_path: Option<String>,
 }
 
 /// The target AKS cluster.

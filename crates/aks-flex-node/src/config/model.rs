@@ -227,6 +227,10 @@ pub struct ArcConfig {
     /// Roles for the Arc identity at the cluster scope, resolved to role-definition GUIDs (default:
     /// the original's three), without duplicates; may be empty.
     pub roles: Vec<crate::azure::roles::RoleSpec>,
+    /// Take over an existing machine resource this agent did not create (default false).
+    pub adopt_existing: bool,
+    /// Absolute path of `azcmagent`; `None` = `azcmagent` on PATH.
+    pub azcmagent_path: Option<std::path::PathBuf>,
 }
 
 /// The target cluster, with the parts parsed from its resource ID.

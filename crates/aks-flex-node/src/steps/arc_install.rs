@@ -164,7 +164,7 @@ impl Step for ArcInstall {
                 return Err(StepError::failed(format!(
                     "the Arc machine resource {machine_id} already exists but this host's Arc agent is not connected to it and this agent \
                      did not create it: it may belong to another host. Choose another azure.arc.machineName, delete the resource, \
-                     or set AKS_FLEX_NODE_ARC_ADOPT=1 to take it over"
+                     or set azure.arc.adoptExisting=true to take it over"
                 )));
             }
             actions.push(Action::Custom {
@@ -281,13 +281,6 @@ impl Step for ArcInstall {
                     "arcMachine",
                     json!({"resourceId": machine_id, "azcmagent": st.azcmagent}),
                 )?;
-                let token = s
-                    .azure
-                    .arm
-                    .credential()
-                    .get_token_for(&st.endpoints.arm_resource)
-                    .await
-                    .map_err(az)?;
                 let args = ConnectArgs {
                     resource_group: st.arc.resource_group.clone(),
                     tenant_id: st.tenant_id.clone(),
@@ -298,12 +291,35 @@ impl Step for ArcInstall {
                     cloud: st.endpoints.name.azcmagent_cloud().into(),
                 };
                 // azcmagent's own ARM calls can be throttled (429) or meet a transient 5xx: retry those.
+                // A token that expires while azcmagent runs (short lifetimes, clock skew) is replaced
+                // once with a fresh one.
                 let mut attempt = 0;
+                let mut renewed = false;
                 let started = std::time::Instant::now();
                 loop {
                     attempt += 1;
+                    let token = s
+                        .azure
+                        .arm
+                        .credential()
+                        .get_token_for(&st.endpoints.arm_resource)
+                        .await
+                        .map_err(az)?;
                     match s.agent(ctx).connect(&args, &token.token).await {
                         Ok(()) => break,
+                        Err(e)
+                            if !renewed && e.to_string().contains("ExpiredAuthenticationToken") =>
+                        {
+                            renewed = true;
+                            tracing::info!(
+                                "the token handed to azcmagent expired; retrying with a fresh one"
+                            );
+                            s.azure
+                                .arm
+                                .credential()
+                                .invalidate(&st.endpoints.arm_resource)
+                                .await;
+                        }
                         Err(e)
                             if started.elapsed() < st.timing.retry.throttle_budget
                                 && transient(&e.to_string()) =>
