@@ -425,16 +425,90 @@ async fn missing_permission_names_role_scope_and_who_can_grant() {
             || role == "user access administrator")
     });
     let w = World::start(s).await;
-    bootstrap_fails_with(
+    let write_on_cluster = format!(
+        "Microsoft.Authorization/roleAssignments/write on {}",
+        cluster_id()
+    );
+    let t = bootstrap_fails_with(
         &w,
         scenario::DEMO_SP_SECRET,
         &[
+            "lacks 3 permission(s)",
+            "nothing was changed",
+            &format!("{write_on_cluster} (to assign Reader to the Arc identity)"),
+            &format!(
+                "{write_on_cluster} (to assign Azure Kubernetes Service RBAC Cluster Admin to"
+            ),
+            &format!(
+                "{write_on_cluster} (to assign Azure Kubernetes Service Cluster Admin Role to"
+            ),
             "not allowed to assign",
             "User Access Administrator",
-            &cluster_id(),
         ],
     )
     .await;
+    // Onboarding is allowed, so it is not reported.
+    assert!(
+        !t.contains("Microsoft.HybridCompute/machines/write on"),
+        "{t}"
+    );
+    // The preflight failed before Arc was connected: nothing at all was written.
+    assert!(w.writes_since(0).is_empty(), "{:?}", w.writes_since(0));
+    assert!(w.principal().is_none());
+    assert!(!w
+        .emu
+        .state()
+        .hosts
+        .get(&w.host)
+        .is_some_and(|h| h.connected));
+    assert!(w.emu.request_log().iter().any(|e| e
+        .path
+        .ends_with("/providers/Microsoft.Authorization/permissions")
+        && e.api_version.as_deref() == Some("2022-04-01")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_missing_permission_is_named_at_once() {
+    let mut s = Scenario::demo();
+    // Reader on the resource group and the AKS Cluster Admin Role: it can look, but neither onboard a
+    // machine nor assign roles.
+    s.role_assignments.retain(|r| {
+        r.principal_id != scenario::DEMO_SP_OBJECT_ID || r.role.contains("Cluster Admin Role")
+    });
+    s.role_assignments
+        .push(azure_emulator::scenario::SeedRoleAssignment {
+            principal_id: scenario::DEMO_SP_OBJECT_ID.into(),
+            role: "Reader".into(),
+            scope: format!(
+                "/subscriptions/{}/resourceGroups/{}",
+                scenario::DEMO_SUBSCRIPTION_ID,
+                scenario::DEMO_RESOURCE_GROUP
+            ),
+            name: None,
+        });
+    let w = World::start(s).await;
+    let t = bootstrap_fails_with(
+        &w,
+        scenario::DEMO_SP_SECRET,
+        &[
+            "lacks 4 permission(s)",
+            &format!(
+                "Microsoft.HybridCompute/machines/write on /subscriptions/{}/resourceGroups/{} (to register the Arc machine",
+                scenario::DEMO_SUBSCRIPTION_ID,
+                scenario::DEMO_RESOURCE_GROUP
+            ),
+            "Azure Connected Machine Onboarding",
+            "autoRoleAssignment=false",
+        ],
+    )
+    .await;
+    assert_eq!(
+        t.matches("Microsoft.Authorization/roleAssignments/write on")
+            .count(),
+        3,
+        "{t}"
+    );
+    assert!(w.writes_since(0).is_empty(), "{:?}", w.writes_since(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,8 @@ pub mod api {
     pub const MANAGED_CLUSTERS: &str = "2024-02-01";
     pub const ROLE_ASSIGNMENTS: &str = "2022-04-01";
     pub const HYBRID_COMPUTE: &str = "2022-03-10";
+    /// `Microsoft.Authorization/permissions` (the caller's effective actions at a scope).
+    pub const PERMISSIONS: &str = "2022-04-01";
 }
 
 /// An ARM error response (`{"error":{"code","message"}}`), with the request it answered.

@@ -16,7 +16,7 @@ use super::{Action, Context, Phase, Step, StepError, StepResult};
 use crate::azure::arc::{AgentStatus, Azcmagent, ConnectArgs};
 use crate::azure::arm::api;
 use crate::azure::settings::{AzureSession, AzureSettings};
-use crate::azure::{aks, roles, AzureError};
+use crate::azure::{aks, permissions, roles, AzureError};
 
 pub const NAME: &str = "ArcInstall";
 
@@ -116,6 +116,39 @@ fn transient(msg: &str) -> bool {
     ]
     .iter()
     .any(|k| m.contains(k))
+}
+
+/// What the planned Azure writes need from the identity running bootstrap.
+fn preflight_needs(st: &AzureSettings, actions: &[Action]) -> Vec<permissions::Need> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Custom { kind, detail, .. } if kind == "arcConnect" => {
+                Some(permissions::Need {
+                    action: "Microsoft.HybridCompute/machines/write".into(),
+                    scope: format!(
+                        "/subscriptions/{}/resourceGroups/{}",
+                        st.subscription_id, st.arc.resource_group
+                    ),
+                    purpose: format!(
+                        "register the Arc machine {}",
+                        detail["resourceId"].as_str().unwrap_or_default()
+                    ),
+                })
+            }
+            Action::Custom { kind, detail, .. } if kind == "assignRole" => {
+                Some(permissions::Need {
+                    action: "Microsoft.Authorization/roleAssignments/write".into(),
+                    scope: st.cluster.resource_id.clone(),
+                    purpose: format!(
+                        "assign {} to the Arc identity",
+                        detail["role"].as_str().unwrap_or_default()
+                    ),
+                })
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether the journal says this agent registered `machine_id`.
@@ -240,6 +273,19 @@ impl Step for ArcInstall {
                     "principalId": principal.clone().unwrap_or_else(|| "(the Arc identity, once connected)".into()),
                 }),
             });
+        }
+
+        // The "can I?" preflight: every write this run will make, checked at once before the first one.
+        let needs = preflight_needs(st, &actions);
+        if !needs.is_empty() {
+            match permissions::missing(&s.azure.arm, &needs).await {
+                Ok(missing) if !missing.is_empty() => {
+                    return Err(StepError::failed(permissions::report(&missing)))
+                }
+                Ok(_) => {}
+                // Some clouds may not serve the list: the writes themselves still explain a 403.
+                Err(e) => tracing::warn!("cannot check permissions before writing: {e}"),
+            }
         }
 
         // Cluster API server + CA: read-only, so fetched now (once per run) for the kubelet steps.
