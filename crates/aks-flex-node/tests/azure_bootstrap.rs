@@ -55,6 +55,8 @@ struct World {
     emu: Emulator,
     dir: tempfile::TempDir,
     host: String,
+    /// Extra `azure.arc` keys merged into the config.
+    arc_extra: serde_json::Value,
 }
 
 impl World {
@@ -72,6 +74,7 @@ impl World {
             emu,
             dir,
             host: "node-a".into(),
+            arc_extra: serde_json::json!({}),
         }
     }
 
@@ -81,7 +84,7 @@ impl World {
 
     fn config(&self, secret: &str) -> PathBuf {
         let u = self.emu.urls();
-        let cfg = serde_json::json!({
+        let mut cfg = serde_json::json!({
             "azure": {
                 "subscriptionId": scenario::DEMO_SUBSCRIPTION_ID,
                 "tenantId": scenario::DEMO_TENANT_ID,
@@ -95,6 +98,9 @@ impl World {
             "kubernetes": {"version": "1.30.4"},
             "agent": {"logDir": "/var/log/aks-flex-node"}
         });
+        for (k, v) in self.arc_extra.as_object().unwrap() {
+            cfg["azure"]["arc"][k] = v.clone();
+        }
         let p = self.dir.path().join("config.json");
         std::fs::write(&p, cfg.to_string()).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -419,16 +425,90 @@ async fn missing_permission_names_role_scope_and_who_can_grant() {
             || role == "user access administrator")
     });
     let w = World::start(s).await;
-    bootstrap_fails_with(
+    let write_on_cluster = format!(
+        "Microsoft.Authorization/roleAssignments/write on {}",
+        cluster_id()
+    );
+    let t = bootstrap_fails_with(
         &w,
         scenario::DEMO_SP_SECRET,
         &[
+            "lacks 3 permission(s)",
+            "nothing was changed",
+            &format!("{write_on_cluster} (to assign Reader to the Arc identity)"),
+            &format!(
+                "{write_on_cluster} (to assign Azure Kubernetes Service RBAC Cluster Admin to"
+            ),
+            &format!(
+                "{write_on_cluster} (to assign Azure Kubernetes Service Cluster Admin Role to"
+            ),
             "not allowed to assign",
             "User Access Administrator",
-            &cluster_id(),
         ],
     )
     .await;
+    // Onboarding is allowed, so it is not reported.
+    assert!(
+        !t.contains("Microsoft.HybridCompute/machines/write on"),
+        "{t}"
+    );
+    // The preflight failed before Arc was connected: nothing at all was written.
+    assert!(w.writes_since(0).is_empty(), "{:?}", w.writes_since(0));
+    assert!(w.principal().is_none());
+    assert!(!w
+        .emu
+        .state()
+        .hosts
+        .get(&w.host)
+        .is_some_and(|h| h.connected));
+    assert!(w.emu.request_log().iter().any(|e| e
+        .path
+        .ends_with("/providers/Microsoft.Authorization/permissions")
+        && e.api_version.as_deref() == Some("2022-04-01")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_missing_permission_is_named_at_once() {
+    let mut s = Scenario::demo();
+    // Reader on the resource group and the AKS Cluster Admin Role: it can look, but neither onboard a
+    // machine nor assign roles.
+    s.role_assignments.retain(|r| {
+        r.principal_id != scenario::DEMO_SP_OBJECT_ID || r.role.contains("Cluster Admin Role")
+    });
+    s.role_assignments
+        .push(azure_emulator::scenario::SeedRoleAssignment {
+            principal_id: scenario::DEMO_SP_OBJECT_ID.into(),
+            role: "Reader".into(),
+            scope: format!(
+                "/subscriptions/{}/resourceGroups/{}",
+                scenario::DEMO_SUBSCRIPTION_ID,
+                scenario::DEMO_RESOURCE_GROUP
+            ),
+            name: None,
+        });
+    let w = World::start(s).await;
+    let t = bootstrap_fails_with(
+        &w,
+        scenario::DEMO_SP_SECRET,
+        &[
+            "lacks 4 permission(s)",
+            &format!(
+                "Microsoft.HybridCompute/machines/write on /subscriptions/{}/resourceGroups/{} (to register the Arc machine",
+                scenario::DEMO_SUBSCRIPTION_ID,
+                scenario::DEMO_RESOURCE_GROUP
+            ),
+            "Azure Connected Machine Onboarding",
+            "autoRoleAssignment=false",
+        ],
+    )
+    .await;
+    assert_eq!(
+        t.matches("Microsoft.Authorization/roleAssignments/write on")
+            .count(),
+        3,
+        "{t}"
+    );
+    assert!(w.writes_since(0).is_empty(), "{:?}", w.writes_since(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,4 +549,226 @@ async fn unbootstrap_reports_what_it_could_not_remove() {
     let journal =
         std::fs::read_to_string(w.root().join("var/lib/aks-flex-node/journal.json")).unwrap();
     assert!(journal.contains("arcMachine"));
+}
+
+fn arc_plan_kinds(out: &Output) -> Vec<String> {
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ArcInstall")
+        .unwrap()["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+fn roles_of(w: &World, principal: &str) -> Vec<String> {
+    let mut v: Vec<String> = w
+        .emu
+        .state()
+        .role_assignments
+        .iter()
+        .filter(|r| r.principal_id == principal)
+        .map(|r| r.role_guid.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_roles_are_assigned_instead_of_the_defaults() {
+    let mut w = World::start(Scenario::demo()).await;
+    w.arc_extra = serde_json::json!({"roles": [
+        "azure kubernetes service rbac reader",
+        "4ABBCC35-E782-43D8-92C5-2D3F1BD2253F"
+    ]});
+    let out = w.run(&["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        arc_plan_kinds(&out),
+        [
+            "arcConnect",
+            "assignRole",
+            "assignRole",
+            "waitRoles",
+            "clusterCredentials"
+        ]
+    );
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    let p = w.principal().unwrap();
+    assert_eq!(
+        roles_of(&w, &p),
+        [
+            "4abbcc35-e782-43d8-92c5-2d3f1bd2253f",
+            "7f6c6a51-bcf8-42ba-9220-52d62157d7db"
+        ]
+    );
+    // Converged with the configured list; the defaults are not wanted.
+    let from = w.emu.request_log().len();
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        w.writes_since(from).is_empty(),
+        "{:?}",
+        w.writes_since(from)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_role_name_is_a_config_error_listing_the_allowed_names() {
+    let mut w = World::start(Scenario::demo()).await;
+    w.arc_extra = serde_json::json!({"roles": ["Reader", "Owner"]});
+    let out = w.run(&["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("azure.arc.roles[1]")
+            && t.contains("Owner")
+            && t.contains("Azure Kubernetes Service RBAC Writer"),
+        "{t}"
+    );
+    assert!(w.emu.request_log().is_empty());
+}
+
+/// A token for the demo service principal, as an administrator's `az` would hold.
+async fn admin_token(w: &World) -> String {
+    let u = w.emu.urls();
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            u.login,
+            scenario::DEMO_TENANT_ID
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", scenario::DEMO_SP_CLIENT_ID),
+            ("client_secret", scenario::DEMO_SP_SECRET),
+            ("scope", "https://management.azure.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auto_role_assignment_nothing_is_assigned_and_the_admin_commands_are_printed() {
+    let mut w = World::start(Scenario::demo()).await;
+    w.arc_extra = serde_json::json!({"autoRoleAssignment": false});
+    let out = w.run(&["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        arc_plan_kinds(&out),
+        ["arcConnect", "verifyRoles", "clusterCredentials"]
+    );
+    let t = bootstrap_fails_with(
+        &w,
+        scenario::DEMO_SP_SECRET,
+        &[
+            "autoRoleAssignment is false",
+            "Reader",
+            "Azure Kubernetes Service RBAC Cluster Admin",
+            "Azure Kubernetes Service Cluster Admin Role",
+            "az role assignment create --assignee-object-id",
+            &format!("--scope {}", cluster_id()),
+        ],
+    )
+    .await;
+    let p = w.principal().expect("Arc connected before the check");
+    assert!(t.contains(&p), "{t}");
+    assert!(roles_of(&w, &p).is_empty());
+    assert!(
+        !w.emu
+            .request_log()
+            .iter()
+            .any(|e| e.method == "PUT" && e.path.contains("roleAssignments")),
+        "the agent wrote a role assignment"
+    );
+
+    // The administrator assigns the three roles (what the printed commands do); bootstrap then passes.
+    let token = admin_token(&w).await;
+    let http = reqwest::Client::new();
+    for guid in [
+        "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+        "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b",
+        "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8",
+    ] {
+        let url = format!(
+            "{}{}/providers/Microsoft.Authorization/roleAssignments/{}?api-version=2022-04-01",
+            w.emu.urls().arm,
+            cluster_id(),
+            uuid::Uuid::new_v4()
+        );
+        let r = http
+            .put(url)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"properties": {
+                "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{guid}", scenario::DEMO_SUBSCRIPTION_ID),
+                "principalId": p, "principalType": "ServicePrincipal"}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = w.run(&["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
+    assert!(arc_plan_kinds(&out).is_empty(), "{}", text(&out));
+    // Nothing role-related was journaled: unbootstrap would leave the administrator's assignments alone.
+    let journal =
+        std::fs::read_to_string(w.root().join("var/lib/aks-flex-node/journal.json")).unwrap();
+    assert!(!journal.contains("roleAssignment"), "{journal}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_resource_of_another_host_is_adopted_only_when_configured() {
+    let mut w = World::start(Scenario::demo()).await;
+    // Someone else's machine resource under this node's name.
+    let token = admin_token(&w).await;
+    let url = format!(
+        "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.HybridCompute/machines/{}?api-version=2022-03-10",
+        w.emu.urls().arm,
+        scenario::DEMO_SUBSCRIPTION_ID,
+        scenario::DEMO_RESOURCE_GROUP,
+        w.host
+    );
+    let r = reqwest::Client::new()
+        .put(url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"location": "eastus", "identity": {"type": "SystemAssigned"}, "properties": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let t = bootstrap_fails_with(
+        &w,
+        scenario::DEMO_SP_SECRET,
+        &["already exists", "azure.arc.adoptExisting=true"],
+    )
+    .await;
+    assert!(!t.contains("AKS_FLEX_NODE_ARC_ADOPT"), "{t}");
+    assert!(w
+        .writes_since(0)
+        .iter()
+        .all(|l| !l.contains("roleAssignments")));
+
+    w.arc_extra = serde_json::json!({"adoptExisting": true});
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(w
+        .emu
+        .state()
+        .hosts
+        .get(&w.host)
+        .is_some_and(|h| h.connected));
+    let p = w.principal().unwrap();
+    assert_eq!(roles_of(&w, &p).len(), 3);
 }

@@ -739,3 +739,76 @@ fn non_object_top_level_is_one_problem() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn arc_roles_default_to_the_original_three_and_accept_names_or_guids() {
+    let c = ok(&seed()).config;
+    let guids: Vec<&str> = c.azure.arc.roles.iter().map(|r| r.guid.as_str()).collect();
+    assert_eq!(
+        guids,
+        [
+            "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+            "b1ff04bb-8a4e-4dc4-8eb5-8693973ce19b",
+            "0ab0b1a8-8aac-4efd-b8c2-3ee1fb270be8"
+        ]
+    );
+    let mut v = seed();
+    set(
+        &mut v,
+        "azure.arc.roles",
+        json!([
+            "AZURE KUBERNETES SERVICE RBAC READER",
+            "9F8A6B2C-0D1E-4F3A-8B5C-6D7E8F9A0B1C"
+        ]),
+    );
+    let c = ok(&v).config;
+    assert_eq!(
+        c.azure.arc.roles[0].name,
+        "Azure Kubernetes Service RBAC Reader"
+    );
+    assert_eq!(
+        c.azure.arc.roles[1].guid,
+        "9f8a6b2c-0d1e-4f3a-8b5c-6d7e8f9a0b1c"
+    );
+    set(&mut v, "azure.arc.roles", json!([]));
+    assert!(ok(&v).config.azure.arc.roles.is_empty());
+}
+
+#[test]
+fn bad_arc_roles_are_named_with_the_allowed_names() {
+    let mut v = seed();
+    set(
+        &mut v,
+        "azure.arc.roles",
+        json!(["Reader", "Owner", "reader", "not-a-guid"]),
+    );
+    let ps = problems(&v);
+    assert_eq!(ps.len(), 3, "{ps:#?}");
+    assert_eq!(ps[0].field, "azure.arc.roles[1]");
+    assert!(ps[0]
+        .expected
+        .contains("\"Azure Kubernetes Service Cluster User Role\""));
+    assert_eq!(ps[1].field, "azure.arc.roles[2]");
+    assert!(ps[1].expected.contains("twice"));
+    assert_eq!(ps[2].field, "azure.arc.roles[3]");
+}
+
+#[test]
+fn azcmagent_path_must_be_absolute() {
+    let mut v = seed();
+    set(&mut v, "azure.arc.azcmagentPath", json!("bin/azcmagent"));
+    let p = only_problem(&v, "azure.arc.azcmagentPath");
+    assert!(p.expected.contains("absolute"), "{p:?}");
+    set(
+        &mut v,
+        "azure.arc.azcmagentPath",
+        json!("/usr/local/bin/azcmagent"),
+    );
+    set(&mut v, "azure.arc.adoptExisting", json!(true));
+    let c = ok(&v).config;
+    assert!(c.azure.arc.adopt_existing);
+    assert_eq!(
+        c.azure.arc.azcmagent_path.as_deref(),
+        Some(Path::new("/usr/local/bin/azcmagent"))
+    );
+}

@@ -70,6 +70,11 @@ enum Route {
         scope: String,
         guid: String,
     },
+    /// The caller's effective permissions at a scope (`Permissions_ListForResourceGroup` /
+    /// `Permissions_ListForResource`).
+    Permissions {
+        scope: String,
+    },
     Machine {
         sub: String,
         rg: String,
@@ -95,6 +100,7 @@ impl Route {
                 ("roleAssignments", ROLE_ASSIGNMENT_VERSIONS)
             }
             Route::RoleDefinition { .. } => ("roleDefinitions", ROLE_DEFINITION_VERSIONS),
+            Route::Permissions { .. } => ("permissions", ROLE_DEFINITION_VERSIONS),
             Route::Machine { .. } => ("machines", HYBRID_VERSIONS),
             Route::Cluster { .. } | Route::ClusterAction { .. } => {
                 ("managedClusters", AKS_VERSIONS)
@@ -107,7 +113,8 @@ impl Route {
         let scope = match self {
             Route::RoleAssignment { scope, .. }
             | Route::RoleAssignments { scope }
-            | Route::RoleDefinition { scope, .. } => scope,
+            | Route::RoleDefinition { scope, .. }
+            | Route::Permissions { scope } => scope,
             Route::Machine { sub, .. }
             | Route::Cluster { sub, .. }
             | Route::ClusterAction { sub, .. } => return Some(sub.clone()),
@@ -150,6 +157,7 @@ fn parse_route(path: &str) -> Option<Route> {
                 scope,
                 name: rest[0].clone(),
             }),
+            ("permissions", 0) => Some(Route::Permissions { scope }),
             ("roledefinitions", 1) => Some(Route::RoleDefinition {
                 scope,
                 guid: rest[0].clone(),
@@ -489,6 +497,7 @@ pub(crate) async fn dispatch(State(shared): State<Arc<Shared>>, req: Request) ->
             Route::RoleAssignment { scope, name } => role_assignment(&mut world, &ctx, scope, name),
             Route::RoleAssignments { scope } => list_role_assignments(&world, &ctx, scope),
             Route::RoleDefinition { scope, guid } => role_definition(&world, &ctx, scope, guid),
+            Route::Permissions { scope } => permissions(&world, &ctx, scope),
         };
         result.unwrap_or_else(|r| r)
     })();
@@ -1192,6 +1201,30 @@ fn list_role_assignments(world: &World, ctx: &Ctx, scope: &str) -> Handled {
         ));
     }
     Ok(json_response(StatusCode::OK, body))
+}
+
+/// The caller's permissions at `scope`: one entry per role assignment of the caller that covers it
+/// (as ARM does; `notActions` apply only within their own entry). Anyone may read their own.
+fn permissions(world: &World, ctx: &Ctx, scope: &str) -> Handled {
+    if *ctx.method != Method::GET {
+        return Err(method_not_allowed(ctx.method));
+    }
+    check_scope_exists(world, scope)?;
+    let value: Vec<Value> = world
+        .role_assignments
+        .iter()
+        .filter(|r| eq(&r.principal_id, &ctx.claims.oid) && scope_covers(&r.scope, scope))
+        .filter_map(|r| roles::by_guid(&r.role_guid))
+        .map(|role| {
+            json!({
+                "actions": role.actions,
+                "notActions": role.not_actions,
+                "dataActions": [],
+                "notDataActions": []
+            })
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, json!({"value": value})))
 }
 
 fn role_definition(world: &World, ctx: &Ctx, scope: &str, guid: &str) -> Handled {

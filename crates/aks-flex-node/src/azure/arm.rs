@@ -18,6 +18,8 @@ pub mod api {
     pub const MANAGED_CLUSTERS: &str = "2024-02-01";
     pub const ROLE_ASSIGNMENTS: &str = "2022-04-01";
     pub const HYBRID_COMPUTE: &str = "2022-03-10";
+    /// `Microsoft.Authorization/permissions` (the caller's effective actions at a scope).
+    pub const PERMISSIONS: &str = "2022-04-01";
 }
 
 /// An ARM error response (`{"error":{"code","message"}}`), with the request it answered.
@@ -138,18 +140,29 @@ impl RetryPolicy {
     }
 }
 
-/// `Retry-After` (seconds) or `retry-after-ms` / `x-ms-retry-after-ms`.
+/// `retry-after-ms` / `x-ms-retry-after-ms`, or `Retry-After` as seconds or as an HTTP date (RFC 9110
+/// §10.2.3; all three HTTP-date forms). A date in the past means "now".
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    retry_after_at(headers, std::time::SystemTime::now())
+}
+
+/// [`retry_after`] relative to `now` (tests pin the clock).
+pub fn retry_after_at(
+    headers: &reqwest::header::HeaderMap,
+    now: std::time::SystemTime,
+) -> Option<Duration> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
     for n in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(ms) = get(n).and_then(|v| v.parse::<u64>().ok()) {
             return Some(Duration::from_millis(ms));
         }
     }
-    get("retry-after")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let v = get("retry-after")?;
+    if let Some(secs) = v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0) {
+        return Some(Duration::from_secs_f64(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn retryable(status: StatusCode) -> bool {
@@ -599,6 +612,81 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("Owner or User Access Administrator"), "{s}");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_milliseconds_and_http_dates() {
+        use reqwest::header::{HeaderMap as H, HeaderValue};
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
+        let h = |k: &'static str, v: &str| {
+            let mut m = H::new();
+            m.insert(k, HeaderValue::from_str(v).unwrap());
+            m
+        };
+        let at = |m: &H| retry_after_at(m, now);
+        assert_eq!(at(&h("retry-after", "7")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            at(&h("retry-after-ms", "250")),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            at(&h("retry-after", "Wed, 21 Oct 2015 07:28:30 GMT")),
+            Some(Duration::from_secs(30))
+        );
+        // The obsolete RFC 850 and asctime forms are HTTP dates too.
+        assert_eq!(
+            at(&h("retry-after", "Wednesday, 21-Oct-15 07:29:00 GMT")),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            at(&h("retry-after", "Wed Oct 21 07:28:05 2015")),
+            Some(Duration::from_secs(5))
+        );
+        // In the past: retry now.
+        assert_eq!(
+            at(&h("retry-after", "Tue, 20 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(at(&h("retry-after", "soon")), None);
+        assert_eq!(at(&h("retry-after", "-3")), None);
+        assert_eq!(at(&H::new()), None);
+    }
+
+    #[tokio::test]
+    async fn an_http_date_retry_after_is_waited_for() {
+        let n = Arc::new(AtomicU32::new(0));
+        let n2 = n.clone();
+        let app = axum::Router::new().route(
+            "/r",
+            axum::routing::get(move || {
+                let n = n2.clone();
+                async move {
+                    if n.fetch_add(1, Ordering::SeqCst) == 0 {
+                        // Two whole seconds ahead: at least one second after truncation to seconds.
+                        let at = std::time::SystemTime::now() + Duration::from_secs(2);
+                        (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", httpdate::fmt_http_date(at))],
+                            "",
+                        )
+                            .into_response()
+                    } else {
+                        axum::Json(serde_json::json!({"id": "x"})).into_response()
+                    }
+                }
+            }),
+        );
+        let base = serve(app).await;
+        let c = client(&base).with_policy(RetryPolicy {
+            max_delay: Duration::from_secs(5),
+            ..RetryPolicy::fast()
+        });
+        let started = std::time::Instant::now();
+        assert_eq!(c.get("/r", "v").await.unwrap().unwrap()["id"], "x");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(900), "{waited:?}");
+        assert!(waited < Duration::from_secs(4), "{waited:?}");
+        assert_eq!(n.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

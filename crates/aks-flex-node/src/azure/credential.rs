@@ -336,6 +336,8 @@ pub struct DeviceCodeCredential {
     interactive: bool,
     /// Upper bound on the polling interval (tests shorten it).
     pub max_interval: Duration,
+    /// Where the sign-in instructions go: the terminal (stderr) unless replaced.
+    prompt: Arc<dyn Fn(&str) + Send + Sync>,
 }
 
 impl DeviceCodeCredential {
@@ -357,7 +359,14 @@ impl DeviceCodeCredential {
             client_id: AZURE_CLI_CLIENT_ID.into(),
             interactive,
             max_interval: Duration::from_secs(15),
+            prompt: Arc::new(|m: &str| eprintln!("{m}")),
         }
+    }
+
+    /// Show the sign-in instructions through `prompt` instead of stderr (tests read the code from it).
+    pub fn with_prompt(mut self, prompt: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.prompt = Arc::new(prompt);
+        self
     }
 }
 
@@ -405,7 +414,7 @@ impl TokenCredential for DeviceCodeCredential {
                     v.get("user_code").and_then(|x| x.as_str()).unwrap_or("?")
                 )
             });
-        eprintln!("{message}");
+        (self.prompt)(&message);
         let mut interval = Duration::from_secs(num(v.get("interval")).unwrap_or(5).max(1) as u64)
             .min(self.max_interval);
         let deadline = tokio::time::Instant::now()

@@ -11,6 +11,7 @@ pub mod arm;
 pub mod cloud;
 pub mod credential;
 pub mod http;
+pub mod permissions;
 pub mod roles;
 pub mod settings;
 

@@ -41,7 +41,8 @@ pub struct ArcSettings {
     pub tags: BTreeMap<String, String>,
     pub auto_role_assignment: bool,
     pub roles: Vec<RoleSpec>,
-    /// Take over an existing machine resource this agent did not create.
+    /// Take over an existing machine resource this agent did not create (`azure.arc.adoptExisting`,
+    /// overridden by `AKS_FLEX_NODE_ARC_ADOPT=1|0`).
     pub adopt_existing: bool,
 }
 
@@ -117,7 +118,8 @@ pub struct AzureSettings {
     pub imds_endpoint: Option<String>,
     pub arc: ArcSettings,
     pub cluster: ClusterRef,
-    /// The `azcmagent` program (`AKS_FLEX_NODE_AZCMAGENT`, default `azcmagent` on PATH).
+    /// The `azcmagent` program: `AKS_FLEX_NODE_AZCMAGENT`, else `azure.arc.azcmagentPath`, else `azcmagent`
+    /// on PATH.
     pub azcmagent: String,
     /// Extra environment for `azcmagent` (the benchmark runs many simulated hosts in one process).
     pub azcmagent_env: BTreeMap<String, String>,
@@ -183,16 +185,33 @@ impl AzureSettings {
                 location: a.arc.location.clone(),
                 tags: a.arc.tags.clone(),
                 auto_role_assignment: a.arc.auto_role_assignment,
-                roles: crate::azure::roles::default_roles(),
-                adopt_existing: env("AKS_FLEX_NODE_ARC_ADOPT")
-                    .is_some_and(|v| v == "1" || v == "true"),
+                roles: a.arc.roles.clone(),
+                adopt_existing: match env("AKS_FLEX_NODE_ARC_ADOPT").as_deref().map(str::trim) {
+                    None | Some("") => a.arc.adopt_existing,
+                    Some("1") | Some("true") => true,
+                    Some("0") | Some("false") => false,
+                    Some(v) => {
+                        return Err(AzureError::Config(format!(
+                            "AKS_FLEX_NODE_ARC_ADOPT={v:?} must be 1, true, 0 or false (it overrides azure.arc.adoptExisting)"
+                        )))
+                    }
+                },
             },
             cluster: ClusterRef {
                 resource_id: a.target_cluster.resource_id.clone(),
                 subscription_id: a.target_cluster.subscription_id.clone(),
                 location: a.target_cluster.location.clone(),
             },
-            azcmagent: env("AKS_FLEX_NODE_AZCMAGENT").unwrap_or_else(|| "azcmagent".into()),
+            // The environment wins over the config (tests and `make demo` point it at the stand-in).
+            azcmagent: env("AKS_FLEX_NODE_AZCMAGENT")
+                .filter(|s| !s.trim().is_empty())
+                .or_else(|| {
+                    a.arc
+                        .azcmagent_path
+                        .as_ref()
+                        .map(|p| p.to_string_lossy().into_owned())
+                })
+                .unwrap_or_else(|| "azcmagent".into()),
             azcmagent_env: BTreeMap::new(),
             az: "az".into(),
             // SAFETY: isatty only inspects the descriptor.
@@ -307,5 +326,94 @@ impl TokenCredential for CliOrDeviceCode {
 
     fn describe(&self) -> String {
         "Azure CLI".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str, LoadOptions};
+
+    fn config(arc_extra: serde_json::Value) -> Config {
+        let mut v: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/config/seed-example.json"
+        ))
+        .unwrap();
+        for (k, x) in arc_extra.as_object().unwrap() {
+            v["azure"]["arc"][k] = x.clone();
+        }
+        let none = |_: &str| None;
+        load_str(
+            &v.to_string(),
+            "t.json",
+            &LoadOptions {
+                hostname: "h".into(),
+                env: &none,
+            },
+        )
+        .unwrap()
+        .config
+    }
+
+    fn settings(cfg: &Config, vars: &[(&str, &str)]) -> Result<AzureSettings> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AzureSettings::from_config(cfg, &|k| {
+            vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn adopt_existing_comes_from_config_and_the_env_overrides_it() {
+        let off = config(serde_json::json!({}));
+        let on = config(serde_json::json!({"adoptExisting": true}));
+        assert!(!settings(&off, &[]).unwrap().arc.adopt_existing);
+        assert!(settings(&on, &[]).unwrap().arc.adopt_existing);
+        assert!(
+            settings(&off, &[("AKS_FLEX_NODE_ARC_ADOPT", "1")])
+                .unwrap()
+                .arc
+                .adopt_existing
+        );
+        assert!(
+            !settings(&on, &[("AKS_FLEX_NODE_ARC_ADOPT", "false")])
+                .unwrap()
+                .arc
+                .adopt_existing
+        );
+        let e = settings(&on, &[("AKS_FLEX_NODE_ARC_ADOPT", "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("AKS_FLEX_NODE_ARC_ADOPT") && e.contains("adoptExisting"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn azcmagent_path_from_config_unless_the_env_names_one() {
+        let plain = config(serde_json::json!({}));
+        assert_eq!(settings(&plain, &[]).unwrap().azcmagent, "azcmagent");
+        let cfg = config(serde_json::json!({"azcmagentPath": "/opt/azcmagent/bin/azcmagent"}));
+        assert_eq!(
+            settings(&cfg, &[]).unwrap().azcmagent,
+            "/opt/azcmagent/bin/azcmagent"
+        );
+        assert_eq!(
+            settings(&cfg, &[("AKS_FLEX_NODE_AZCMAGENT", "/tmp/stand-in")])
+                .unwrap()
+                .azcmagent,
+            "/tmp/stand-in"
+        );
+    }
+
+    #[test]
+    fn configured_roles_reach_the_settings() {
+        let cfg = config(serde_json::json!({"roles": ["Azure Kubernetes Service RBAC Reader"]}));
+        let s = settings(&cfg, &[]).unwrap();
+        assert_eq!(s.arc.roles.len(), 1);
+        assert_eq!(s.arc.roles[0].guid, "7f6c6a51-bcf8-42ba-9220-52d62157d7db");
     }
 }

@@ -423,6 +423,34 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             h
         }
     };
+    let arc_roles = match arc_f.roles {
+        None => crate::azure::roles::default_roles(),
+        Some(list) => {
+            let mut out: Vec<crate::azure::roles::RoleSpec> = Vec::new();
+            for (i, r) in list.iter().enumerate() {
+                match crate::azure::roles::resolve(r) {
+                    Ok(spec) if out.iter().any(|o| o.guid == spec.guid) => {
+                        b.bad(&format!("azure.arc.roles[{i}]"), Some(r), "is listed twice");
+                    }
+                    Ok(spec) => out.push(spec),
+                    Err(why) => b.bad(&format!("azure.arc.roles[{i}]"), Some(r), why),
+                }
+            }
+            out
+        }
+    };
+    let azcmagent_path = given(arc_f.azcmagent_path).and_then(|p| {
+        if p.starts_with('/') {
+            Some(std::path::PathBuf::from(p))
+        } else {
+            b.bad(
+                "azure.arc.azcmagentPath",
+                Some(&p),
+                "is not an absolute path; expected e.g. /usr/bin/azcmagent",
+            );
+            None
+        }
+    });
     let arc = ArcConfig {
         enabled: arc_enabled,
         machine_name,
@@ -434,6 +462,9 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             .or_else(|| location.clone())
             .unwrap_or_default(),
         auto_role_assignment: arc_f.auto_role_assignment.unwrap_or(true),
+        roles: arc_roles,
+        adopt_existing: arc_f.adopt_existing.unwrap_or(false),
+        azcmagent_path,
     };
     let target_agent_pool_name = given(af.target_agent_pool_name).filter(|p| {
         let ok = p.len() <= 12

@@ -126,8 +126,19 @@ pub struct ArcFile {
     pub resource_group: Option<String>,
     /// Azure region of the Arc machine (default: targetCluster.location).
     pub location: Option<String>,
-    /// Assign the Arc identity its roles on the cluster automatically (default true).
+    /// Assign the Arc identity its roles on the cluster automatically (default true). With false the
+    /// agent assigns nothing but checks that an administrator did, and fails listing what is missing.
     pub auto_role_assignment: Option<bool>,
+    /// Roles the Arc identity gets on the cluster: built-in role names or role-definition GUIDs.
+    /// Default: Reader, Azure Kubernetes Service RBAC Cluster Admin, Azure Kubernetes Service Cluster
+    /// Admin Role (the original's three).
+    pub roles: Option<Vec<String>>,
+    /// Take over an existing Arc machine resource of the same name that this agent did not create
+    /// (default false: refuse, it may belong to another host). `AKS_FLEX_NODE_ARC_ADOPT=1|0` overrides.
+    pub adopt_existing: Option<bool>,
+    /// Path of the `azcmagent` program (default: `azcmagent` on PATH). `AKS_FLEX_NODE_AZCMAGENT`
+    /// overrides.
+    pub azcmagent_path: Option<String>,
 }
 
 /// The target AKS cluster.

@@ -222,8 +222,15 @@ pub struct ArcConfig {
     pub resource_group: String,
     /// Region (default: the cluster's).
     pub location: String,
-    /// Assign roles to the Arc identity (default true).
+    /// Assign roles to the Arc identity (default true); false = only verify an administrator did.
     pub auto_role_assignment: bool,
+    /// Roles for the Arc identity at the cluster scope, resolved to role-definition GUIDs (default:
+    /// the original's three), without duplicates; may be empty.
+    pub roles: Vec<crate::azure::roles::RoleSpec>,
+    /// Take over an existing machine resource this agent did not create (default false).
+    pub adopt_existing: bool,
+    /// Absolute path of `azcmagent`; `None` = `azcmagent` on PATH.
+    pub azcmagent_path: Option<std::path::PathBuf>,
 }
 
 /// The target cluster, with the parts parsed from its resource ID.

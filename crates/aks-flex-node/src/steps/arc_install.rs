@@ -16,7 +16,7 @@ use super::{Action, Context, Phase, Step, StepError, StepResult};
 use crate::azure::arc::{AgentStatus, Azcmagent, ConnectArgs};
 use crate::azure::arm::api;
 use crate::azure::settings::{AzureSession, AzureSettings};
-use crate::azure::{aks, roles, AzureError};
+use crate::azure::{aks, permissions, roles, AzureError};
 
 pub const NAME: &str = "ArcInstall";
 
@@ -118,6 +118,39 @@ fn transient(msg: &str) -> bool {
     .any(|k| m.contains(k))
 }
 
+/// What the planned Azure writes need from the identity running bootstrap.
+fn preflight_needs(st: &AzureSettings, actions: &[Action]) -> Vec<permissions::Need> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Custom { kind, detail, .. } if kind == "arcConnect" => {
+                Some(permissions::Need {
+                    action: "Microsoft.HybridCompute/machines/write".into(),
+                    scope: format!(
+                        "/subscriptions/{}/resourceGroups/{}",
+                        st.subscription_id, st.arc.resource_group
+                    ),
+                    purpose: format!(
+                        "register the Arc machine {}",
+                        detail["resourceId"].as_str().unwrap_or_default()
+                    ),
+                })
+            }
+            Action::Custom { kind, detail, .. } if kind == "assignRole" => {
+                Some(permissions::Need {
+                    action: "Microsoft.Authorization/roleAssignments/write".into(),
+                    scope: st.cluster.resource_id.clone(),
+                    purpose: format!(
+                        "assign {} to the Arc identity",
+                        detail["role"].as_str().unwrap_or_default()
+                    ),
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether the journal says this agent registered `machine_id`.
 fn journaled_machine(ctx: &Context, machine_id: &str) -> bool {
     ctx.journal_snapshot().undo_for(NAME).iter().any(|e| {
@@ -164,7 +197,7 @@ impl Step for ArcInstall {
                 return Err(StepError::failed(format!(
                     "the Arc machine resource {machine_id} already exists but this host's Arc agent is not connected to it and this agent \
                      did not create it: it may belong to another host. Choose another azure.arc.machineName, delete the resource, \
-                     or set AKS_FLEX_NODE_ARC_ADOPT=1 to take it over"
+                     or set azure.arc.adoptExisting=true to take it over"
                 )));
             }
             actions.push(Action::Custom {
@@ -194,40 +227,64 @@ impl Step for ArcInstall {
             .map_err(az)?;
         aks::require_azure_rbac(&info, &st.cluster.resource_id).map_err(az)?;
 
-        if st.arc.auto_role_assignment {
-            let existing = match &principal {
-                Some(p) => roles::list_for_principal(&s.azure.arm, &st.cluster.resource_id, p)
-                    .await
-                    .map_err(az)?,
-                None => Vec::new(),
-            };
-            let mut missing = 0;
-            for role in &st.arc.roles {
-                if existing.iter().any(|a| a.role_guid == role.guid) {
-                    continue;
-                }
-                missing += 1;
+        let scope = &st.cluster.resource_id;
+        let missing: Vec<&roles::RoleSpec> = match &principal {
+            Some(p) => roles::missing_roles(&s.azure.arm, scope, p, &st.arc.roles)
+                .await
+                .map_err(az)?,
+            None => st.arc.roles.iter().collect(),
+        };
+        if missing.is_empty() {
+            // Converged: every configured role is assigned.
+        } else if st.arc.auto_role_assignment {
+            for role in &missing {
                 actions.push(Action::Custom {
                     kind: "assignRole".into(),
                     summary: format!(
-                        "assign {} to the Arc identity on cluster {}",
-                        role.name, st.cluster.resource_id
+                        "assign {} to the Arc identity on cluster {scope}",
+                        role.name
                     ),
                     detail: json!({
                         "role": role.name,
                         "roleDefinitionId": roles::role_definition_id(&st.subscription_id, &role.guid),
-                        "scope": st.cluster.resource_id,
+                        "scope": scope,
                         "principalId": principal.clone().unwrap_or_else(|| "(the Arc identity, once connected)".into()),
-                        "assignmentName": principal.as_deref().map(|p| roles::assignment_name(&st.cluster.resource_id, p, &role.guid)),
+                        "assignmentName": principal.as_deref().map(|p| roles::assignment_name(scope, p, &role.guid)),
                     }),
                 });
             }
-            if missing > 0 {
-                actions.push(Action::Custom {
-                    kind: "waitRoles".into(),
-                    summary: "wait until the role assignments are visible".into(),
-                    detail: json!({"scope": st.cluster.resource_id, "timeoutSeconds": st.timing.visibility_timeout.as_secs()}),
-                });
+            actions.push(Action::Custom {
+                kind: "waitRoles".into(),
+                summary: "wait until the role assignments are visible".into(),
+                detail: json!({"scope": scope, "timeoutSeconds": st.timing.visibility_timeout.as_secs()}),
+            });
+        } else {
+            // azure.arc.autoRoleAssignment=false: an administrator assigns; we only check.
+            let names: Vec<&str> = missing.iter().map(|r| r.name.as_str()).collect();
+            actions.push(Action::Custom {
+                kind: "verifyRoles".into(),
+                summary: format!(
+                    "check that an administrator assigned {} to the Arc identity on cluster {scope} (azure.arc.autoRoleAssignment=false)",
+                    names.join(", ")
+                ),
+                detail: json!({
+                    "scope": scope,
+                    "roles": names,
+                    "principalId": principal.clone().unwrap_or_else(|| "(the Arc identity, once connected)".into()),
+                }),
+            });
+        }
+
+        // The "can I?" preflight: every write this run will make, checked at once before the first one.
+        let needs = preflight_needs(st, &actions);
+        if !needs.is_empty() {
+            match permissions::missing(&s.azure.arm, &needs).await {
+                Ok(missing) if !missing.is_empty() => {
+                    return Err(StepError::failed(permissions::report(&missing)))
+                }
+                Ok(_) => {}
+                // Some clouds may not serve the list: the writes themselves still explain a 403.
+                Err(e) => tracing::warn!("cannot check permissions before writing: {e}"),
             }
         }
 
@@ -270,13 +327,6 @@ impl Step for ArcInstall {
                     "arcMachine",
                     json!({"resourceId": machine_id, "azcmagent": st.azcmagent}),
                 )?;
-                let token = s
-                    .azure
-                    .arm
-                    .credential()
-                    .get_token_for(&st.endpoints.arm_resource)
-                    .await
-                    .map_err(az)?;
                 let args = ConnectArgs {
                     resource_group: st.arc.resource_group.clone(),
                     tenant_id: st.tenant_id.clone(),
@@ -287,12 +337,35 @@ impl Step for ArcInstall {
                     cloud: st.endpoints.name.azcmagent_cloud().into(),
                 };
                 // azcmagent's own ARM calls can be throttled (429) or meet a transient 5xx: retry those.
+                // A token that expires while azcmagent runs (short lifetimes, clock skew) is replaced
+                // once with a fresh one.
                 let mut attempt = 0;
+                let mut renewed = false;
                 let started = std::time::Instant::now();
                 loop {
                     attempt += 1;
+                    let token = s
+                        .azure
+                        .arm
+                        .credential()
+                        .get_token_for(&st.endpoints.arm_resource)
+                        .await
+                        .map_err(az)?;
                     match s.agent(ctx).connect(&args, &token.token).await {
                         Ok(()) => break,
+                        Err(e)
+                            if !renewed && e.to_string().contains("ExpiredAuthenticationToken") =>
+                        {
+                            renewed = true;
+                            tracing::info!(
+                                "the token handed to azcmagent expired; retrying with a fresh one"
+                            );
+                            s.azure
+                                .arm
+                                .credential()
+                                .invalidate(&st.endpoints.arm_resource)
+                                .await;
+                        }
                         Err(e)
                             if started.elapsed() < st.timing.retry.throttle_budget
                                 && transient(&e.to_string()) =>
@@ -378,6 +451,24 @@ impl Step for ArcInstall {
                 )
                 .await
                 .map_err(az)
+            }
+            "verifyRoles" => {
+                let principal = self.current_principal(&s).await?;
+                let scope = &st.cluster.resource_id;
+                let missing = roles::missing_roles(&s.azure.arm, scope, &principal, &st.arc.roles)
+                    .await
+                    .map_err(az)?;
+                if missing.is_empty() {
+                    return Ok(());
+                }
+                Err(StepError::failed(format!(
+                    "azure.arc.autoRoleAssignment is false and the Arc identity {principal} lacks {} role(s) on {scope}: {}. \
+                     An administrator (Owner, User Access Administrator or Role Based Access Control Administrator on the cluster) must run:\n{}\n\
+                     then re-run bootstrap",
+                    missing.len(),
+                    missing.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+                    roles::admin_commands(scope, &principal, &missing)
+                )))
             }
             // Fetched during planning; nothing left to do.
             "clusterCredentials" => Ok(()),

@@ -588,3 +588,71 @@ async fn state_persists_across_restarts_with_tokens_still_valid() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn permissions_list_the_callers_effective_actions_at_a_scope() {
+    let h = start().await;
+    let tok = h.sp_token().await;
+    let perms =
+        |scope: String| format!("{scope}/providers/Microsoft.Authorization/permissions?{RA}");
+    // At the cluster: the demo SP's three assignments that cover it (Onboarding on the resource group,
+    // User Access Administrator and AKS Cluster Admin Role on the cluster).
+    let (s, _, b) = h
+        .arm(Method::GET, &perms(cluster_path()), Some(&tok), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let value = b["value"].as_array().unwrap();
+    assert_eq!(value.len(), 3, "{b}");
+    let actions: Vec<&str> = value
+        .iter()
+        .flat_map(|p| p["actions"].as_array().unwrap())
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        actions.contains(&"Microsoft.Authorization/*"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"Microsoft.HybridCompute/machines/write"),
+        "{actions:?}"
+    );
+    for p in value {
+        for k in ["notActions", "dataActions", "notDataActions"] {
+            assert!(p[k].is_array(), "{p}");
+        }
+    }
+    // At the resource group the cluster-scoped assignments do not count.
+    let (s, _, b) = h
+        .arm(Method::GET, &perms(rg_path()), Some(&tok), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["value"].as_array().unwrap().len(), 1, "{b}");
+    // Wrong api-version, unknown resource group, write method.
+    let (s, _, b) = h
+        .arm(
+            Method::GET,
+            &format!(
+                "{}/providers/Microsoft.Authorization/permissions?api-version=2022-03-10",
+                rg_path()
+            ),
+            Some(&tok),
+            None,
+        )
+        .await;
+    assert_eq!((s, error_code(&b)), (400, "InvalidApiVersionParameter"));
+    let (s, _, b) = h
+        .arm(
+            Method::GET,
+            &perms(format!(
+                "/subscriptions/{DEMO_SUBSCRIPTION_ID}/resourceGroups/nope"
+            )),
+            Some(&tok),
+            None,
+        )
+        .await;
+    assert_eq!((s, error_code(&b)), (404, "ResourceGroupNotFound"));
+    let (s, _, _) = h
+        .arm(Method::PUT, &perms(rg_path()), Some(&tok), Some(json!({})))
+        .await;
+    assert_eq!(s, 405);
+}
