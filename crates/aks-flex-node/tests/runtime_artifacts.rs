@@ -108,6 +108,7 @@ async fn truncated_and_unavailable_downloads_are_retried_then_succeed() {
         Faults {
             truncate: 1,
             unavailable: 1,
+            ..Default::default()
         },
     );
     let cfg = cfg(&server, &fx);
@@ -125,7 +126,7 @@ async fn persistent_truncation_fails_after_the_retries_with_the_reason() {
         &containerd_url(),
         Faults {
             truncate: 100,
-            unavailable: 0,
+            ..Default::default()
         },
     );
     let cfg = cfg(&server, &fx);

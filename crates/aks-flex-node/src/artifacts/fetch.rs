@@ -157,14 +157,19 @@ impl Fetcher {
         }
     }
 
-    /// Fetch several files concurrently.
+    /// Fetch several files concurrently (at most [`super::install::CONCURRENCY`] at once), in order.
     pub async fn fetch_all(
         &self,
         specs: &[ArtifactSpec],
         before_create: BeforeCreate<'_>,
     ) -> Result<Vec<Fetched>, ArtifactError> {
-        let futs = specs.iter().map(|s| self.fetch(s, before_create));
-        let results = futures_util::future::join_all(futs).await;
+        use futures_util::StreamExt;
+        // Collected first: a lazily mapped iterator makes the future's Send bound unprovable.
+        let futs: Vec<_> = specs.iter().map(|s| self.fetch(s, before_create)).collect();
+        let results: Vec<_> = futures_util::stream::iter(futs)
+            .buffered(super::install::CONCURRENCY)
+            .collect()
+            .await;
         results.into_iter().collect()
     }
 

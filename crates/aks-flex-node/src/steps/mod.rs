@@ -17,7 +17,7 @@ pub mod runc;
 pub mod services;
 pub mod system_configured;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -105,6 +105,9 @@ pub struct Context {
     pub host: Arc<Host>,
     journal: Mutex<Journal>,
     cluster: Mutex<Option<ClusterEndpoint>>,
+    /// Artifacts verified into the download cache earlier in this run, by upstream URL (see
+    /// [`crate::artifacts::install::prefetch`]): installer steps take them from here.
+    prefetched: Mutex<HashMap<String, crate::artifacts::Fetched>>,
 }
 
 impl Context {
@@ -115,6 +118,7 @@ impl Context {
             host,
             journal: Mutex::new(journal),
             cluster: Mutex::new(None),
+            prefetched: Mutex::new(HashMap::new()),
         })
     }
 
@@ -129,6 +133,23 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// An artifact already fetched (and verified) into the cache in this run.
+    pub fn prefetched(&self, url: &str) -> Option<crate::artifacts::Fetched> {
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(url)
+            .cloned()
+    }
+
+    /// Remember an artifact fetched into the cache in this run, for the step that installs it.
+    pub fn remember_prefetched(&self, url: &str, fetched: crate::artifacts::Fetched) {
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(url.to_string(), fetched);
     }
 
     fn journal(&self) -> MutexGuard<'_, Journal> {
@@ -204,6 +225,12 @@ pub trait Step: Send + Sync {
     fn phase(&self) -> Phase;
     /// The actions needed to converge; empty when converged. Must not change anything.
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>>;
+    /// The artifacts this step will download when it applies: read-only like `plan`, and empty when its
+    /// component is already installed. Before the first step runs, the engine fetches every step's
+    /// artifacts concurrently into the digest cache, so the steps then install from the cache.
+    async fn artifacts(&self, _ctx: &Context) -> StepResult<Vec<crate::artifacts::ArtifactSpec>> {
+        Ok(Vec::new())
+    }
     /// Apply an [`Action::Custom`] this step planned.
     async fn apply_custom(
         &self,
@@ -403,6 +430,22 @@ pub async fn bootstrap(
         Ok(l) => l,
         Err(e) => return (reports, Err(e)),
     };
+    if let Err((step, e)) = prefetch_artifacts(ctx, steps, skip).await {
+        reports.push(StepReport {
+            name: step.name(),
+            phase: step.phase(),
+            outcome: StepOutcome::Failed {
+                error: e.to_string(),
+            },
+        });
+        return (
+            reports,
+            Err(StepError::failed(format!(
+                "bootstrap failed at step {} (fetching its artifacts, before any step ran): {e}\nRe-run once the artifact source is fixed; what was downloaded stays in the cache.",
+                step.name()
+            ))),
+        );
+    }
     for step in steps {
         if skip.contains(&step.phase()) {
             tracing::info!(step = step.name(), phase = %step.phase(), "skipped (phase skipped)");
@@ -437,6 +480,28 @@ pub async fn bootstrap(
         }
     }
     (reports, Ok(()))
+}
+
+/// Fetch the artifacts of every step that will run, concurrently, into the digest cache. Only reached
+/// when something is to be done (a converged node returns before this), and a step whose component is
+/// installed asks for nothing, so converged steps cause no network traffic.
+async fn prefetch_artifacts<'a>(
+    ctx: &Context,
+    steps: &'a [Box<dyn Step>],
+    skip: &BTreeSet<Phase>,
+) -> Result<(), (&'a dyn Step, StepError)> {
+    let mut owners = Vec::new();
+    let mut wanted = Vec::new();
+    for step in steps.iter().filter(|s| !skip.contains(&s.phase())) {
+        let specs = step.artifacts(ctx).await.map_err(|e| (step.as_ref(), e))?;
+        for spec in specs {
+            owners.push(step.as_ref());
+            wanted.push((step.name(), spec));
+        }
+    }
+    crate::artifacts::install::prefetch(ctx, &wanted)
+        .await
+        .map_err(|(i, e)| (owners[i], e))
 }
 
 async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<usize> {

@@ -12,6 +12,25 @@ pub struct NpdInstaller;
 
 const NAME: &str = "NPD_Installer";
 
+fn wanted() -> Vec<(PathBuf, u32)> {
+    vec![
+        (render::BIN_PATH.into(), 0o755),
+        (render::MONITOR_PATH.into(), 0o644),
+    ]
+}
+
+fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
+    install::is_current(
+        &ctx.host,
+        "npd",
+        &spec.version,
+        &spec.arch,
+        install::pinned(spec),
+        &wanted(),
+    )
+    .map_err(StepError::other)
+}
+
 #[async_trait::async_trait]
 impl Step for NpdInstaller {
     fn name(&self) -> &'static str {
@@ -28,21 +47,9 @@ impl Step for NpdInstaller {
         }
         let host = &ctx.host;
         let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
-        let wanted: Vec<(PathBuf, u32)> = vec![
-            (render::BIN_PATH.into(), 0o755),
-            (render::MONITOR_PATH.into(), 0o644),
-        ];
+        let wanted = wanted();
         let mut actions = Vec::new();
-        if !install::is_current(
-            host,
-            "npd",
-            &spec.version,
-            &spec.arch,
-            install::pinned(&spec),
-            &wanted,
-        )
-        .map_err(StepError::other)?
-        {
+        if !installed(ctx, &spec)? {
             actions.push(install::install_action(
                 &spec,
                 &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
@@ -59,6 +66,18 @@ impl Step for NpdInstaller {
         Ok(actions)
     }
 
+    async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
+        if !ctx.config.npd.enabled {
+            return Ok(vec![]);
+        }
+        let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
+        Ok(if installed(ctx, &spec)? {
+            vec![]
+        } else {
+            vec![spec]
+        })
+    }
+
     async fn apply_custom(
         &self,
         ctx: &Context,
@@ -66,8 +85,7 @@ impl Step for NpdInstaller {
         _detail: &serde_json::Value,
     ) -> StepResult<()> {
         let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
-        let f = install::fetcher(ctx)?;
-        let fetched = install::fetch_journaled(ctx, &f, NAME, std::slice::from_ref(&spec)).await?;
+        let fetched = install::fetch_journaled(ctx, NAME, std::slice::from_ref(&spec)).await?;
         let staged = install::Staged::tar_gz(
             &ctx.host,
             &fetched[0],
