@@ -144,6 +144,29 @@ impl Fetcher {
                         file: spec.file.clone(),
                     })
             }
+            DigestSource::MirrorChecksumFile { url, hint } => {
+                let url = self.effective_url(url);
+                let text = match self.get_small(spec, &url).await {
+                    Ok(t) => t,
+                    Err(ArtifactError::NotFound { .. }) => {
+                        return Err(ArtifactError::NoDigest {
+                            component: spec.component.clone(),
+                            version: spec.version.clone(),
+                            file: spec.file.clone(),
+                            hint: hint.clone(),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                };
+                parse_checksum_file(&text, &spec.file)
+                    .map(Some)
+                    .ok_or_else(|| ArtifactError::BadChecksumFile {
+                        component: spec.component.clone(),
+                        version: spec.version.clone(),
+                        url,
+                        file: spec.file.clone(),
+                    })
+            }
             DigestSource::Unknown { hint } if spec.component == "kubernetes-node" => {
                 let _ = hint;
                 Ok(None)

@@ -392,7 +392,11 @@ async fn plan_all_empty(
     skip: &BTreeSet<Phase>,
 ) -> StepResult<bool> {
     for step in steps.iter().filter(|s| !skip.contains(&s.phase())) {
-        if !step.plan(ctx).await?.is_empty() {
+        let actions = step
+            .plan(ctx)
+            .await
+            .map_err(|e| StepError::failed(format!("planning step {} failed: {e}", step.name())))?;
+        if !actions.is_empty() {
             return Ok(false);
         }
     }
@@ -441,7 +445,7 @@ pub async fn bootstrap(
         return (
             reports,
             Err(StepError::failed(format!(
-                "bootstrap failed at step {} (fetching its artifacts, before any step ran): {e}\nRe-run once the artifact source is fixed; what was downloaded stays in the cache.",
+                "bootstrap failed at step {} (preparing its downloads, before any step ran): {e}\nRe-run once the artifact source is fixed; what was downloaded stays in the cache.",
                 step.name()
             ))),
         );

@@ -19,6 +19,12 @@ fn wanted() -> Vec<(PathBuf, u32)> {
     ]
 }
 
+/// Refuse at plan time (before anything changes) when nothing can verify the NPD tarball.
+fn digest_known(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<()> {
+    artifacts::check_digest_source(spec, ctx.config.bootstrap.offline_artifacts.as_deref())
+        .map_err(|e| StepError::failed(e.to_string()))
+}
+
 fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
     install::is_current(
         &ctx.host,
@@ -50,6 +56,7 @@ impl Step for NpdInstaller {
         let wanted = wanted();
         let mut actions = Vec::new();
         if !installed(ctx, &spec)? {
+            digest_known(ctx, &spec)?;
             actions.push(install::install_action(
                 &spec,
                 &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
@@ -71,11 +78,11 @@ impl Step for NpdInstaller {
             return Ok(vec![]);
         }
         let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
-        Ok(if installed(ctx, &spec)? {
-            vec![]
-        } else {
-            vec![spec]
-        })
+        if installed(ctx, &spec)? {
+            return Ok(vec![]);
+        }
+        digest_known(ctx, &spec)?;
+        Ok(vec![spec])
     }
 
     async fn apply_custom(
