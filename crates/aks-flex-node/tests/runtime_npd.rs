@@ -1,6 +1,6 @@
 //! node-problem-detector has no upstream checksum file and the agent carries no digest for it: a config
-//! without `npd.sha256` is refused at plan time with one message saying what to set, before anything
-//! changes; a mirror's `.sha256` next to the tarball and an offline bundle built from it are digest sources.
+//! without `npd.sha256` is refused while bootstrap plans its downloads, with one message saying what to
+//! set, before anything changes (`plan` shows the blocker); a mirror's `.sha256` next to the tarball and an offline bundle built from it are digest sources.
 
 mod runtime_support;
 
@@ -33,7 +33,7 @@ fn cli(root: &Path, config: &Path, args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn a_default_config_without_npd_sha256_fails_at_plan_time_saying_what_to_set() {
+fn a_default_config_without_npd_sha256_is_refused_before_anything_changes_saying_what_to_set() {
     let fx = Fixtures::tiny();
     let mut v = without_npd_pin(config_json("http://unused", &fx, serde_json::json!({})));
     v.as_object_mut().unwrap().remove("artifacts");
@@ -45,16 +45,33 @@ fn a_default_config_without_npd_sha256_fails_at_plan_time_saying_what_to_set() {
         arch()
     );
 
-    let out = cli(root.path(), &config, &["plan", "--skip-phase", "identity"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    // `plan` (a preview) still lists every step and shows the blocker on the NPD install.
+    let out = cli(
+        root.path(),
+        &config,
+        &["plan", "--skip-phase", "identity", "-o", "json"],
+    );
     assert!(
-        stderr.contains("NPD_Installer")
-            && stderr.contains(&format!("set npd.sha256 to the sha256 of {file}"))
-            && stderr.contains("npd.enabled: false"),
-        "{stderr}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let npd = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "NPD_Installer")
+        .unwrap();
+    let summary = npd["actions"][0]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("BLOCKED")
+            && summary.contains(&format!("set npd.sha256 to the sha256 of {file}"))
+            && summary.contains("npd.enabled: false"),
+        "{summary}"
     );
 
+    // bootstrap refuses while planning its downloads, before anything is written.
     let out = cli(
         root.path(),
         &config,
@@ -63,18 +80,22 @@ fn a_default_config_without_npd_sha256_fails_at_plan_time_saying_what_to_set() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("NPD_Installer") && stderr.contains("set npd.sha256"),
+        stderr.contains("bootstrap failed at step NPD_Installer")
+            && stderr.contains(&format!("set npd.sha256 to the sha256 of {file}"))
+            && stderr.contains("npd.enabled: false"),
         "{stderr}"
     );
-    // Refused before any step ran: nothing installed, configured or downloaded.
-    for p in [
-        "usr/bin/runc",
-        "etc/sysctl.d",
-        "usr/local/bin/kubelet",
-        "var/cache/aks-flex-node/sha256",
-    ] {
-        assert!(!root.path().join(p).exists(), "{p} exists: {stderr}");
-    }
+    let written: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    // Only the agent's own log (var/log/aks-flex-node) exists: no state, no cache, nothing installed.
+    assert_eq!(written, ["var"], "{stderr}");
+    let var: Vec<_> = std::fs::read_dir(root.path().join("var"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(var, ["log"], "{stderr}");
 
     // npd.enabled: false is the other way out.
     let mut v2 = v.clone();

@@ -430,25 +430,19 @@ pub async fn bootstrap(
         Ok(false) => {}
         Err(e) => return (reports, Err(e)),
     }
+    // Which artifacts the steps need is decided before anything is written (so a missing digest source
+    // is refused with nothing changed); fetching them happens under the lock.
+    let wanted = match artifacts_wanted(ctx, steps, skip).await {
+        Ok(w) => w,
+        Err((step, e)) => return prefetch_failed(reports, step, e),
+    };
     let _lock = match lock(ctx) {
         Ok(l) => l,
         Err(e) => return (reports, Err(e)),
     };
-    if let Err((step, e)) = prefetch_artifacts(ctx, steps, skip).await {
-        reports.push(StepReport {
-            name: step.name(),
-            phase: step.phase(),
-            outcome: StepOutcome::Failed {
-                error: e.to_string(),
-            },
-        });
-        return (
-            reports,
-            Err(StepError::failed(format!(
-                "bootstrap failed at step {} (preparing its downloads, before any step ran): {e}\nRe-run once the artifact source is fixed; what was downloaded stays in the cache.",
-                step.name()
-            ))),
-        );
+    let specs: Vec<_> = wanted.iter().map(|(s, a)| (s.name(), a.clone())).collect();
+    if let Err((i, e)) = crate::artifacts::install::prefetch(ctx, &specs).await {
+        return prefetch_failed(reports, wanted[i].0, e);
     }
     for step in steps {
         if skip.contains(&step.phase()) {
@@ -486,26 +480,40 @@ pub async fn bootstrap(
     (reports, Ok(()))
 }
 
-/// Fetch the artifacts of every step that will run, concurrently, into the digest cache. Only reached
-/// when something is to be done (a converged node returns before this), and a step whose component is
-/// installed asks for nothing, so converged steps cause no network traffic.
-async fn prefetch_artifacts<'a>(
+/// The artifacts every step that will run is going to install (each with its step). Only reached when
+/// something is to be done (a converged node returns before this), and a step whose component is
+/// installed asks for nothing, so converged steps cause no network traffic. The engine then fetches them
+/// all concurrently into the digest cache before the first step runs.
+async fn artifacts_wanted<'a>(
     ctx: &Context,
     steps: &'a [Box<dyn Step>],
     skip: &BTreeSet<Phase>,
-) -> Result<(), (&'a dyn Step, StepError)> {
-    let mut owners = Vec::new();
+) -> Result<Vec<(&'a dyn Step, crate::artifacts::ArtifactSpec)>, (&'a dyn Step, StepError)> {
     let mut wanted = Vec::new();
     for step in steps.iter().filter(|s| !skip.contains(&s.phase())) {
         let specs = step.artifacts(ctx).await.map_err(|e| (step.as_ref(), e))?;
-        for spec in specs {
-            owners.push(step.as_ref());
-            wanted.push((step.name(), spec));
-        }
+        wanted.extend(specs.into_iter().map(|s| (step.as_ref(), s)));
     }
-    crate::artifacts::install::prefetch(ctx, &wanted)
-        .await
-        .map_err(|(i, e)| (owners[i], e))
+    Ok(wanted)
+}
+
+fn prefetch_failed(
+    mut reports: Vec<StepReport>,
+    step: &dyn Step,
+    e: StepError,
+) -> (Vec<StepReport>, StepResult<()>) {
+    reports.push(StepReport {
+        name: step.name(),
+        phase: step.phase(),
+        outcome: StepOutcome::Failed {
+            error: e.to_string(),
+        },
+    });
+    let err = StepError::failed(format!(
+        "bootstrap failed at step {} (preparing its downloads, before any step ran): {e}\nRe-run once the artifact source is fixed; what was downloaded stays in the cache.",
+        step.name()
+    ));
+    (reports, Err(err))
 }
 
 async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<usize> {

@@ -56,11 +56,23 @@ impl Step for NpdInstaller {
         let wanted = wanted();
         let mut actions = Vec::new();
         if !installed(ctx, &spec)? {
-            digest_known(ctx, &spec)?;
-            actions.push(install::install_action(
+            let mut action = install::install_action(
                 &spec,
                 &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
-            ));
+            );
+            // `plan` shows the blocker; bootstrap refuses in its download preparation (`artifacts`
+            // below), before any step has changed anything.
+            if let (
+                Err(e),
+                Action::Custom {
+                    summary, detail, ..
+                },
+            ) = (digest_known(ctx, &spec), &mut action)
+            {
+                summary.push_str(&format!(" -- BLOCKED: {e}"));
+                detail["blocked"] = serde_json::Value::String(e.to_string());
+            }
+            actions.push(action);
         }
         let ep = super::kubelet::endpoint(ctx)?;
         actions.extend(file_action(
