@@ -108,6 +108,7 @@ async fn truncated_and_unavailable_downloads_are_retried_then_succeed() {
         Faults {
             truncate: 1,
             unavailable: 1,
+            ..Default::default()
         },
     );
     let cfg = cfg(&server, &fx);
@@ -125,7 +126,7 @@ async fn persistent_truncation_fails_after_the_retries_with_the_reason() {
         &containerd_url(),
         Faults {
             truncate: 100,
-            unavailable: 0,
+            ..Default::default()
         },
     );
     let cfg = cfg(&server, &fx);
@@ -175,16 +176,68 @@ async fn a_configured_pin_wins_over_the_checksum_file() {
 }
 
 #[tokio::test]
-async fn npd_without_a_pin_is_refused_before_any_download() {
+async fn npd_without_a_pin_or_mirror_checksum_is_refused_naming_what_to_set() {
+    let (_dir, host, server, fx) = setup().await;
+    let mut v = config_json(&server.base, &fx, serde_json::json!({}));
+    v["npd"].as_object_mut().unwrap().remove("sha256");
+    let cfg = load_config(&v);
+    let spec = artifacts::npd_spec(&cfg, arch());
+    let f = Fetcher::new(host.clone(), opts(&server.base)).unwrap();
+    let err = f.fetch(&spec, &no_hook()).await.unwrap_err().to_string();
+    let file = format!(
+        "node-problem-detector-{NPD_VERSION}-linux_{}.tar.gz",
+        arch()
+    );
+    assert!(
+        err.contains("set npd.sha256 to the sha256 of")
+            && err.contains(&file)
+            && err.contains("npd.enabled: false")
+            && err.contains(&format!("the mirror has no {file}.sha256")),
+        "{err}"
+    );
+    // Only the mirror's (absent) checksum file was asked for, never the tarball.
+    assert_eq!(server.hits(&format!("{}.sha256", npd_url())), 1);
+    assert_eq!(server.hits(&npd_url()), 0);
+
+    // Without a mirror there is no digest source at all: refused without any request.
+    v["artifacts"].as_object_mut().unwrap().remove("mirror");
+    let cfg = load_config(&v);
+    let spec = artifacts::npd_spec(&cfg, arch());
+    assert!(artifacts::check_digest_source(&spec, None)
+        .unwrap_err()
+        .to_string()
+        .contains("set npd.sha256"));
+    let before = server.total_hits();
+    let err = f.fetch(&spec, &no_hook()).await.unwrap_err().to_string();
+    assert!(err.contains("set npd.sha256"), "{err}");
+    assert_eq!(server.total_hits(), before);
+}
+
+#[tokio::test]
+async fn npd_is_verified_against_a_sha256_file_next_to_it_on_the_mirror() {
     let (_dir, host, server, fx) = setup().await;
     let mut v = config_json(&server.base, &fx, serde_json::json!({}));
     v["npd"].as_object_mut().unwrap().remove("sha256");
     let cfg = load_config(&v);
     let spec = artifacts::npd_spec(&cfg, arch());
     let f = Fetcher::new(host, opts(&server.base)).unwrap();
+    server.put_url(
+        &format!("{}.sha256", npd_url()),
+        sha256(&fx.npd_tgz).into_bytes(),
+    );
+    let got = f.fetch(&spec, &no_hook()).await.unwrap();
+    assert_eq!(got.sha256, sha256(&fx.npd_tgz));
+    // A wrong digest there is a mismatch, like any checksum file.
+    server.put_url(
+        &format!("{}.sha256", npd_url()),
+        "cd".repeat(32).into_bytes(),
+    );
+    std::fs::remove_file(&got.real_path).unwrap();
     let err = f.fetch(&spec, &no_hook()).await.unwrap_err().to_string();
-    assert!(err.contains("npd.sha256"), "{err}");
-    assert_eq!(server.total_hits(), 0);
+    assert!(
+        err.contains("sha256 mismatch") && err.contains(&"cd".repeat(32)),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -144,6 +144,29 @@ impl Fetcher {
                         file: spec.file.clone(),
                     })
             }
+            DigestSource::MirrorChecksumFile { url, hint } => {
+                let url = self.effective_url(url);
+                let text = match self.get_small(spec, &url).await {
+                    Ok(t) => t,
+                    Err(ArtifactError::NotFound { .. }) => {
+                        return Err(ArtifactError::NoDigest {
+                            component: spec.component.clone(),
+                            version: spec.version.clone(),
+                            file: spec.file.clone(),
+                            hint: hint.clone(),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                };
+                parse_checksum_file(&text, &spec.file)
+                    .map(Some)
+                    .ok_or_else(|| ArtifactError::BadChecksumFile {
+                        component: spec.component.clone(),
+                        version: spec.version.clone(),
+                        url,
+                        file: spec.file.clone(),
+                    })
+            }
             DigestSource::Unknown { hint } if spec.component == "kubernetes-node" => {
                 let _ = hint;
                 Ok(None)
@@ -157,14 +180,19 @@ impl Fetcher {
         }
     }
 
-    /// Fetch several files concurrently.
+    /// Fetch several files concurrently (at most [`super::install::CONCURRENCY`] at once), in order.
     pub async fn fetch_all(
         &self,
         specs: &[ArtifactSpec],
         before_create: BeforeCreate<'_>,
     ) -> Result<Vec<Fetched>, ArtifactError> {
-        let futs = specs.iter().map(|s| self.fetch(s, before_create));
-        let results = futures_util::future::join_all(futs).await;
+        use futures_util::StreamExt;
+        // Collected first: a lazily mapped iterator makes the future's Send bound unprovable.
+        let futs: Vec<_> = specs.iter().map(|s| self.fetch(s, before_create)).collect();
+        let results: Vec<_> = futures_util::stream::iter(futs)
+            .buffered(super::install::CONCURRENCY)
+            .collect()
+            .await;
         results.into_iter().collect()
     }
 

@@ -287,22 +287,104 @@ pub fn prepare_cache(ctx: &Context, step: &str) -> StepResult<()> {
     Ok(())
 }
 
-/// Fetch with every created cache file journaled under `step`.
+/// Fetch with every created cache file journaled under `step`. Artifacts already fetched in this run
+/// (by [`prefetch`]) are taken from the cache without network; the rest are fetched now.
 pub async fn fetch_journaled(
     ctx: &Context,
-    fetcher: &super::Fetcher,
     step: &str,
     specs: &[super::ArtifactSpec],
 ) -> StepResult<Vec<Fetched>> {
-    prepare_cache(ctx, step)?;
-    let hook = |p: &Path| -> Result<(), ArtifactError> {
-        ctx.record_original(step, p)
-            .map_err(|e| ArtifactError::Other(e.to_string()))
+    let mut out: Vec<Option<Fetched>> = specs.iter().map(|s| still_cached(ctx, s)).collect();
+    let missing: Vec<super::ArtifactSpec> = specs
+        .iter()
+        .zip(&out)
+        .filter(|(_, f)| f.is_none())
+        .map(|(s, _)| s.clone())
+        .collect();
+    if !missing.is_empty() {
+        let fetcher = fetcher(ctx)?;
+        prepare_cache(ctx, step)?;
+        let hook = |p: &Path| -> Result<(), ArtifactError> {
+            ctx.record_original(step, p)
+                .map_err(|e| ArtifactError::Other(e.to_string()))
+        };
+        let mut fetched = fetcher
+            .fetch_all(&missing, &hook)
+            .await
+            .map_err(StepError::other)?
+            .into_iter();
+        for slot in out.iter_mut().filter(|f| f.is_none()) {
+            *slot = fetched.next();
+        }
+    }
+    out.into_iter()
+        .map(|f| f.ok_or_else(|| StepError::failed("internal error: an artifact went missing")))
+        .collect()
+}
+
+/// The artifact [`prefetch`] put in the cache in this run, if its file is still there unchanged in size
+/// (it was hashed as it was written, moments ago, into a root-only directory).
+fn still_cached(ctx: &Context, spec: &super::ArtifactSpec) -> Option<Fetched> {
+    let f = ctx.prefetched(&spec.url)?;
+    let md = std::fs::symlink_metadata(&f.real_path).ok()?;
+    (md.is_file() && md.len() == f.bytes).then_some(f)
+}
+
+/// How many artifacts are downloaded at once.
+pub const CONCURRENCY: usize = 4;
+
+/// Fetch the artifacts the steps about to run will install (`(step name, spec)`), up to
+/// [`CONCURRENCY`] at once, into the digest cache; each created cache file is journaled under its step.
+/// On failure: the index in `wanted` of the first artifact (in step order) that failed.
+pub async fn prefetch(
+    ctx: &Context,
+    wanted: &[(&str, super::ArtifactSpec)],
+) -> Result<(), (usize, StepError)> {
+    use futures_util::StreamExt;
+    let Some((first, _)) = wanted.first() else {
+        return Ok(());
     };
-    fetcher
-        .fetch_all(specs, &hook)
-        .await
-        .map_err(StepError::other)
+    let fetcher = fetcher(ctx).map_err(|e| (0, e))?;
+    prepare_cache(ctx, first).map_err(|e| (0, e))?;
+    let started = std::time::Instant::now();
+    let fetcher = &fetcher;
+    // Collected first: a lazily mapped iterator makes the future's Send bound unprovable.
+    let futs: Vec<_> = wanted
+        .iter()
+        .map(|(step, spec)| async move {
+            let hook = move |p: &Path| -> Result<(), ArtifactError> {
+                ctx.record_original(step, p)
+                    .map_err(|e| ArtifactError::Other(e.to_string()))
+            };
+            fetcher.fetch(spec, &hook).await
+        })
+        .collect();
+    let results: Vec<Result<Fetched, ArtifactError>> = futures_util::stream::iter(futs)
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut bytes = 0;
+    let mut first_err = None;
+    for (i, ((_, spec), r)) in wanted.iter().zip(results).enumerate() {
+        match r {
+            Ok(f) => {
+                bytes += f.bytes;
+                ctx.remember_prefetched(&spec.url, f);
+            }
+            Err(e) if first_err.is_none() => first_err = Some((i, StepError::other(e))),
+            Err(_) => {}
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
+    tracing::info!(
+        artifacts = wanted.len(),
+        bytes,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "artifacts verified into the cache (up to {CONCURRENCY} downloads at once)"
+    );
+    Ok(())
 }
 
 impl Staged {

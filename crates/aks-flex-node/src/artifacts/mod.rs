@@ -110,6 +110,10 @@ pub enum DigestSource {
     Pinned(String),
     /// The checksum file upstream publishes; the line for `file` (or its only digest) is taken.
     ChecksumFile { url: String },
+    /// A checksum file upstream does NOT publish but a mirror may carry next to the file (`<file>.sha256`,
+    /// fetched through the mirror like every checksum file). When the mirror has none, fetching fails with
+    /// `hint`.
+    MirrorChecksumFile { url: String, hint: String },
     /// Nothing known: fetching fails with this hint.
     Unknown { hint: String },
 }
@@ -221,18 +225,58 @@ pub fn cni_spec(cfg: &Config, arch: &str) -> ArtifactSpec {
     )
 }
 
+/// Where node-problem-detector's digest comes from, in order: `npd.sha256`, the agent's own table (empty
+/// until a digest is taken from a verified upstream download: digests are never invented), an offline
+/// bundle's manifest (looked up by the fetcher), and a `.sha256` file next to the tarball on the mirror.
+/// Upstream publishes no checksum file, so with none of these the install is refused.
 pub fn npd_spec(cfg: &Config, arch: &str) -> ArtifactSpec {
     let v = &cfg.npd.version;
     let url = format!("https://github.com/kubernetes/node-problem-detector/releases/download/{v}/node-problem-detector-{v}-linux_{arch}.tar.gz");
-    spec(
+    let file = file_name(&url);
+    let what = format!(
+        "set npd.sha256 to the sha256 of {file} (the file at {url}), or set npd.enabled: false to skip node-problem-detector"
+    );
+    let mut s = spec(
         "npd",
         v,
         arch,
-        url,
+        url.clone(),
         cfg.npd.sha256.as_deref(),
         None,
-        "upstream publishes no checksum file for node-problem-detector; set npd.sha256 (or npd.enabled: false)",
-    )
+        &format!("upstream publishes no checksum file for node-problem-detector and the agent carries no digest for {v}; {what} (an offline bundle listing it, or a mirror with {file}.sha256 next to it, also works)"),
+    );
+    if matches!(s.digest, DigestSource::Unknown { .. }) && cfg.artifacts.mirror.is_some() {
+        s.digest = DigestSource::MirrorChecksumFile {
+            url: format!("{url}.sha256"),
+            hint: format!(
+                "upstream publishes no checksum file for node-problem-detector and the mirror has no {file}.sha256 either; {what}"
+            ),
+        };
+    }
+    s
+}
+
+/// Fail (without network) when nothing can ever verify `spec`: no pin, no checksum file, and no entry in
+/// the offline bundle `offline`. Steps call this while planning, so the operator learns what to set
+/// before anything is changed.
+pub fn check_digest_source(
+    spec: &ArtifactSpec,
+    offline: Option<&str>,
+) -> Result<(), ArtifactError> {
+    let DigestSource::Unknown { hint } = &spec.digest else {
+        return Ok(());
+    };
+    if let Some(src) = offline {
+        if bundle::Bundle::open(src)?.find(spec).is_some() {
+            return Ok(());
+        }
+    }
+    Err(ArtifactError::NoDigest {
+        component: spec.component.clone(),
+        version: spec.version.clone(),
+        file: spec.file.clone(),
+        hint: hint.clone(),
+    })
 }
 
 pub const KUBE_BINARIES: [&str; 3] = ["kubelet", "kubectl", "kubeadm"];

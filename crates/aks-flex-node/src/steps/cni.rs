@@ -16,6 +16,25 @@ const NAME: &str = "CNISetup";
 pub const BIN_DIR: &str = "/opt/cni/bin";
 pub const REQUIRED: [&str; 3] = ["bridge", "host-local", "loopback"];
 
+fn wanted() -> Vec<(PathBuf, u32)> {
+    REQUIRED
+        .iter()
+        .map(|b| (Path::new(BIN_DIR).join(b), 0o755))
+        .collect()
+}
+
+fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
+    install::is_current(
+        &ctx.host,
+        "cni",
+        &spec.version,
+        &spec.arch,
+        install::pinned(spec),
+        &wanted(),
+    )
+    .map_err(StepError::other)
+}
+
 #[async_trait::async_trait]
 impl Step for CniSetup {
     fn name(&self) -> &'static str {
@@ -29,21 +48,9 @@ impl Step for CniSetup {
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
         let host = &ctx.host;
         let spec = artifacts::cni_spec(&ctx.config, artifacts::host_arch());
-        let wanted: Vec<(PathBuf, u32)> = REQUIRED
-            .iter()
-            .map(|b| (Path::new(BIN_DIR).join(b), 0o755))
-            .collect();
+        let wanted = wanted();
         let mut actions = Vec::new();
-        if !install::is_current(
-            host,
-            "cni",
-            &spec.version,
-            &spec.arch,
-            install::pinned(&spec),
-            &wanted,
-        )
-        .map_err(StepError::other)?
-        {
+        if !installed(ctx, &spec)? {
             actions.push(install::install_action(
                 &spec,
                 &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
@@ -78,6 +85,15 @@ impl Step for CniSetup {
         Ok(actions)
     }
 
+    async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
+        let spec = artifacts::cni_spec(&ctx.config, artifacts::host_arch());
+        Ok(if installed(ctx, &spec)? {
+            vec![]
+        } else {
+            vec![spec]
+        })
+    }
+
     async fn apply_custom(
         &self,
         ctx: &Context,
@@ -85,8 +101,7 @@ impl Step for CniSetup {
         _detail: &serde_json::Value,
     ) -> StepResult<()> {
         let spec = artifacts::cni_spec(&ctx.config, artifacts::host_arch());
-        let f = install::fetcher(ctx)?;
-        let fetched = install::fetch_journaled(ctx, &f, NAME, std::slice::from_ref(&spec)).await?;
+        let fetched = install::fetch_journaled(ctx, NAME, std::slice::from_ref(&spec)).await?;
         let staged = install::Staged::tar_gz(
             &ctx.host,
             &fetched[0],

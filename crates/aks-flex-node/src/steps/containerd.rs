@@ -25,6 +25,25 @@ pub fn lacks_cap_sys_resource() -> bool {
         .is_some_and(|caps| caps & (1 << 24) == 0)
 }
 
+fn wanted() -> Vec<(PathBuf, u32)> {
+    REQUIRED
+        .iter()
+        .map(|b| (Path::new("/usr/bin").join(b), 0o755))
+        .collect()
+}
+
+fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
+    install::is_current(
+        &ctx.host,
+        "containerd",
+        &spec.version,
+        &spec.arch,
+        install::pinned(spec),
+        &wanted(),
+    )
+    .map_err(StepError::other)
+}
+
 pub fn config_toml(ctx: &Context) -> String {
     let c = &ctx.config.containerd;
     let restrict = lacks_cap_sys_resource();
@@ -49,21 +68,9 @@ impl Step for ContainerdInstaller {
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
         let host = &ctx.host;
         let spec = artifacts::containerd_spec(&ctx.config, artifacts::host_arch());
-        let wanted: Vec<(PathBuf, u32)> = REQUIRED
-            .iter()
-            .map(|b| (Path::new("/usr/bin").join(b), 0o755))
-            .collect();
+        let wanted = wanted();
         let mut actions = Vec::new();
-        if !install::is_current(
-            host,
-            "containerd",
-            &spec.version,
-            &spec.arch,
-            install::pinned(&spec),
-            &wanted,
-        )
-        .map_err(StepError::other)?
-        {
+        if !installed(ctx, &spec)? {
             actions.push(install::install_action(
                 &spec,
                 &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
@@ -92,6 +99,15 @@ impl Step for ContainerdInstaller {
         Ok(actions)
     }
 
+    async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
+        let spec = artifacts::containerd_spec(&ctx.config, artifacts::host_arch());
+        Ok(if installed(ctx, &spec)? {
+            vec![]
+        } else {
+            vec![spec]
+        })
+    }
+
     async fn apply_custom(
         &self,
         ctx: &Context,
@@ -99,8 +115,7 @@ impl Step for ContainerdInstaller {
         _detail: &serde_json::Value,
     ) -> StepResult<()> {
         let spec = artifacts::containerd_spec(&ctx.config, artifacts::host_arch());
-        let f = install::fetcher(ctx)?;
-        let fetched = install::fetch_journaled(ctx, &f, NAME, std::slice::from_ref(&spec)).await?;
+        let fetched = install::fetch_journaled(ctx, NAME, std::slice::from_ref(&spec)).await?;
         let staged = install::Staged::tar_gz(
             &ctx.host,
             &fetched[0],

@@ -22,6 +22,25 @@ pub fn version_matches(output: &str, version: &str) -> bool {
         .is_some_and(|v| v.strip_prefix('v') == Some(version))
 }
 
+fn wanted() -> Vec<(PathBuf, u32)> {
+    KUBE_BINARIES
+        .iter()
+        .map(|b| (Path::new(BIN_DIR).join(b), 0o755))
+        .collect()
+}
+
+fn installed(ctx: &Context) -> StepResult<bool> {
+    install::is_current(
+        &ctx.host,
+        "kubernetes",
+        &ctx.config.kubernetes.version,
+        artifacts::host_arch(),
+        None,
+        &wanted(),
+    )
+    .map_err(StepError::other)
+}
+
 #[async_trait::async_trait]
 impl Step for KubeBinariesInstaller {
     fn name(&self) -> &'static str {
@@ -35,14 +54,8 @@ impl Step for KubeBinariesInstaller {
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
         let arch = artifacts::host_arch();
         let source = artifacts::kube_source(&ctx.config, arch).map_err(StepError::other)?;
-        let wanted: Vec<(PathBuf, u32)> = KUBE_BINARIES
-            .iter()
-            .map(|b| (Path::new(BIN_DIR).join(b), 0o755))
-            .collect();
-        let version = &ctx.config.kubernetes.version;
-        if install::is_current(&ctx.host, "kubernetes", version, arch, None, &wanted)
-            .map_err(StepError::other)?
-        {
+        let wanted = wanted();
+        if installed(ctx)? {
             return Ok(vec![]);
         }
         let spec = match &source {
@@ -57,6 +70,20 @@ impl Step for KubeBinariesInstaller {
         )])
     }
 
+    async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
+        if installed(ctx)? {
+            return Ok(vec![]);
+        }
+        Ok(
+            match artifacts::kube_source(&ctx.config, artifacts::host_arch())
+                .map_err(StepError::other)?
+            {
+                KubeSource::Binaries(specs) => specs,
+                KubeSource::Tarball { spec, .. } => vec![spec],
+            },
+        )
+    }
+
     async fn apply_custom(
         &self,
         ctx: &Context,
@@ -66,10 +93,9 @@ impl Step for KubeBinariesInstaller {
         let arch = artifacts::host_arch();
         let version = ctx.config.kubernetes.version.clone();
         let source = artifacts::kube_source(&ctx.config, arch).map_err(StepError::other)?;
-        let f = install::fetcher(ctx)?;
         let (staged, source_sha, spec) = match &source {
             KubeSource::Binaries(specs) => {
-                let fetched = install::fetch_journaled(ctx, &f, NAME, specs).await?;
+                let fetched = install::fetch_journaled(ctx, NAME, specs).await?;
                 let pairs: Vec<(&str, &artifacts::Fetched)> =
                     KUBE_BINARIES.iter().copied().zip(fetched.iter()).collect();
                 let staged = install::Staged::copies(&ctx.host, &pairs, 0o700)
@@ -79,7 +105,7 @@ impl Step for KubeBinariesInstaller {
             }
             KubeSource::Tarball { spec, pins } => {
                 let fetched =
-                    install::fetch_journaled(ctx, &f, NAME, std::slice::from_ref(spec)).await?;
+                    install::fetch_journaled(ctx, NAME, std::slice::from_ref(spec)).await?;
                 let staged = install::Staged::tar_gz(
                     &ctx.host,
                     &fetched[0],

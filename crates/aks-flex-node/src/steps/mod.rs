@@ -17,7 +17,7 @@ pub mod runc;
 pub mod services;
 pub mod system_configured;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -105,6 +105,9 @@ pub struct Context {
     pub host: Arc<Host>,
     journal: Mutex<Journal>,
     cluster: Mutex<Option<ClusterEndpoint>>,
+    /// Artifacts verified into the download cache earlier in this run, by upstream URL (see
+    /// [`crate::artifacts::install::prefetch`]): installer steps take them from here.
+    prefetched: Mutex<HashMap<String, crate::artifacts::Fetched>>,
 }
 
 impl Context {
@@ -115,6 +118,7 @@ impl Context {
             host,
             journal: Mutex::new(journal),
             cluster: Mutex::new(None),
+            prefetched: Mutex::new(HashMap::new()),
         })
     }
 
@@ -129,6 +133,23 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// An artifact already fetched (and verified) into the cache in this run.
+    pub fn prefetched(&self, url: &str) -> Option<crate::artifacts::Fetched> {
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(url)
+            .cloned()
+    }
+
+    /// Remember an artifact fetched into the cache in this run, for the step that installs it.
+    pub fn remember_prefetched(&self, url: &str, fetched: crate::artifacts::Fetched) {
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(url.to_string(), fetched);
     }
 
     fn journal(&self) -> MutexGuard<'_, Journal> {
@@ -204,6 +225,12 @@ pub trait Step: Send + Sync {
     fn phase(&self) -> Phase;
     /// The actions needed to converge; empty when converged. Must not change anything.
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>>;
+    /// The artifacts this step will download when it applies: read-only like `plan`, and empty when its
+    /// component is already installed. Before the first step runs, the engine fetches every step's
+    /// artifacts concurrently into the digest cache, so the steps then install from the cache.
+    async fn artifacts(&self, _ctx: &Context) -> StepResult<Vec<crate::artifacts::ArtifactSpec>> {
+        Ok(Vec::new())
+    }
     /// Apply an [`Action::Custom`] this step planned.
     async fn apply_custom(
         &self,
@@ -365,7 +392,11 @@ async fn plan_all_empty(
     skip: &BTreeSet<Phase>,
 ) -> StepResult<bool> {
     for step in steps.iter().filter(|s| !skip.contains(&s.phase())) {
-        if !step.plan(ctx).await?.is_empty() {
+        let actions = step
+            .plan(ctx)
+            .await
+            .map_err(|e| StepError::failed(format!("planning step {} failed: {e}", step.name())))?;
+        if !actions.is_empty() {
             return Ok(false);
         }
     }
@@ -399,10 +430,20 @@ pub async fn bootstrap(
         Ok(false) => {}
         Err(e) => return (reports, Err(e)),
     }
+    // Which artifacts the steps need is decided before anything is written (so a missing digest source
+    // is refused with nothing changed); fetching them happens under the lock.
+    let wanted = match artifacts_wanted(ctx, steps, skip).await {
+        Ok(w) => w,
+        Err((step, e)) => return prefetch_failed(reports, step, e),
+    };
     let _lock = match lock(ctx) {
         Ok(l) => l,
         Err(e) => return (reports, Err(e)),
     };
+    let specs: Vec<_> = wanted.iter().map(|(s, a)| (s.name(), a.clone())).collect();
+    if let Err((i, e)) = crate::artifacts::install::prefetch(ctx, &specs).await {
+        return prefetch_failed(reports, wanted[i].0, e);
+    }
     for step in steps {
         if skip.contains(&step.phase()) {
             tracing::info!(step = step.name(), phase = %step.phase(), "skipped (phase skipped)");
@@ -437,6 +478,42 @@ pub async fn bootstrap(
         }
     }
     (reports, Ok(()))
+}
+
+/// The artifacts every step that will run is going to install (each with its step). Only reached when
+/// something is to be done (a converged node returns before this), and a step whose component is
+/// installed asks for nothing, so converged steps cause no network traffic. The engine then fetches them
+/// all concurrently into the digest cache before the first step runs.
+async fn artifacts_wanted<'a>(
+    ctx: &Context,
+    steps: &'a [Box<dyn Step>],
+    skip: &BTreeSet<Phase>,
+) -> Result<Vec<(&'a dyn Step, crate::artifacts::ArtifactSpec)>, (&'a dyn Step, StepError)> {
+    let mut wanted = Vec::new();
+    for step in steps.iter().filter(|s| !skip.contains(&s.phase())) {
+        let specs = step.artifacts(ctx).await.map_err(|e| (step.as_ref(), e))?;
+        wanted.extend(specs.into_iter().map(|s| (step.as_ref(), s)));
+    }
+    Ok(wanted)
+}
+
+fn prefetch_failed(
+    mut reports: Vec<StepReport>,
+    step: &dyn Step,
+    e: StepError,
+) -> (Vec<StepReport>, StepResult<()>) {
+    reports.push(StepReport {
+        name: step.name(),
+        phase: step.phase(),
+        outcome: StepOutcome::Failed {
+            error: e.to_string(),
+        },
+    });
+    let err = StepError::failed(format!(
+        "bootstrap failed at step {} (preparing its downloads, before any step ran): {e}\nRe-run once the artifact source is fixed; what was downloaded stays in the cache.",
+        step.name()
+    ));
+    (reports, Err(err))
 }
 
 async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<usize> {

@@ -12,6 +12,31 @@ pub struct NpdInstaller;
 
 const NAME: &str = "NPD_Installer";
 
+fn wanted() -> Vec<(PathBuf, u32)> {
+    vec![
+        (render::BIN_PATH.into(), 0o755),
+        (render::MONITOR_PATH.into(), 0o644),
+    ]
+}
+
+/// Refuse at plan time (before anything changes) when nothing can verify the NPD tarball.
+fn digest_known(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<()> {
+    artifacts::check_digest_source(spec, ctx.config.bootstrap.offline_artifacts.as_deref())
+        .map_err(|e| StepError::failed(e.to_string()))
+}
+
+fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
+    install::is_current(
+        &ctx.host,
+        "npd",
+        &spec.version,
+        &spec.arch,
+        install::pinned(spec),
+        &wanted(),
+    )
+    .map_err(StepError::other)
+}
+
 #[async_trait::async_trait]
 impl Step for NpdInstaller {
     fn name(&self) -> &'static str {
@@ -28,25 +53,26 @@ impl Step for NpdInstaller {
         }
         let host = &ctx.host;
         let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
-        let wanted: Vec<(PathBuf, u32)> = vec![
-            (render::BIN_PATH.into(), 0o755),
-            (render::MONITOR_PATH.into(), 0o644),
-        ];
+        let wanted = wanted();
         let mut actions = Vec::new();
-        if !install::is_current(
-            host,
-            "npd",
-            &spec.version,
-            &spec.arch,
-            install::pinned(&spec),
-            &wanted,
-        )
-        .map_err(StepError::other)?
-        {
-            actions.push(install::install_action(
+        if !installed(ctx, &spec)? {
+            let mut action = install::install_action(
                 &spec,
                 &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
-            ));
+            );
+            // `plan` shows the blocker; bootstrap refuses in its download preparation (`artifacts`
+            // below), before any step has changed anything.
+            if let (
+                Err(e),
+                Action::Custom {
+                    summary, detail, ..
+                },
+            ) = (digest_known(ctx, &spec), &mut action)
+            {
+                summary.push_str(&format!(" -- BLOCKED: {e}"));
+                detail["blocked"] = serde_json::Value::String(e.to_string());
+            }
+            actions.push(action);
         }
         let ep = super::kubelet::endpoint(ctx)?;
         actions.extend(file_action(
@@ -59,6 +85,18 @@ impl Step for NpdInstaller {
         Ok(actions)
     }
 
+    async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
+        if !ctx.config.npd.enabled {
+            return Ok(vec![]);
+        }
+        let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
+        if installed(ctx, &spec)? {
+            return Ok(vec![]);
+        }
+        digest_known(ctx, &spec)?;
+        Ok(vec![spec])
+    }
+
     async fn apply_custom(
         &self,
         ctx: &Context,
@@ -66,8 +104,7 @@ impl Step for NpdInstaller {
         _detail: &serde_json::Value,
     ) -> StepResult<()> {
         let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
-        let f = install::fetcher(ctx)?;
-        let fetched = install::fetch_journaled(ctx, &f, NAME, std::slice::from_ref(&spec)).await?;
+        let fetched = install::fetch_journaled(ctx, NAME, std::slice::from_ref(&spec)).await?;
         let staged = install::Staged::tar_gz(
             &ctx.host,
             &fetched[0],

@@ -9,6 +9,18 @@ use crate::artifacts::{self, install};
 
 pub struct RuncInstaller;
 
+fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
+    install::is_current(
+        &ctx.host,
+        "runc",
+        &spec.version,
+        &spec.arch,
+        install::pinned(spec),
+        &[(PathBuf::from(RUNC_PATH), 0o755)],
+    )
+    .map_err(super::StepError::other)
+}
+
 const NAME: &str = "Runc_Installer";
 pub const RUNC_PATH: &str = "/usr/bin/runc";
 
@@ -24,20 +36,19 @@ impl Step for RuncInstaller {
 
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
         let spec = artifacts::runc_spec(&ctx.config, artifacts::host_arch());
-        let wanted = [(PathBuf::from(RUNC_PATH), 0o755)];
-        if install::is_current(
-            &ctx.host,
-            "runc",
-            &spec.version,
-            &spec.arch,
-            install::pinned(&spec),
-            &wanted,
-        )
-        .map_err(super::StepError::other)?
-        {
+        if installed(ctx, &spec)? {
             return Ok(vec![]);
         }
         Ok(vec![install::install_action(&spec, &[RUNC_PATH.into()])])
+    }
+
+    async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
+        let spec = artifacts::runc_spec(&ctx.config, artifacts::host_arch());
+        Ok(if installed(ctx, &spec)? {
+            vec![]
+        } else {
+            vec![spec]
+        })
     }
 
     async fn apply_custom(
@@ -47,8 +58,7 @@ impl Step for RuncInstaller {
         _detail: &serde_json::Value,
     ) -> StepResult<()> {
         let spec = artifacts::runc_spec(&ctx.config, artifacts::host_arch());
-        let f = install::fetcher(ctx)?;
-        let fetched = install::fetch_journaled(ctx, &f, NAME, std::slice::from_ref(&spec)).await?;
+        let fetched = install::fetch_journaled(ctx, NAME, std::slice::from_ref(&spec)).await?;
         let staged = install::Staged::single(&fetched[0], "runc");
         install::install_staged_into(
             ctx,

@@ -18,6 +18,8 @@ pub struct Faults {
     pub truncate: u32,
     /// Answer 503 this many times first.
     pub unavailable: u32,
+    /// Hold every response this long before answering (to observe concurrent downloads).
+    pub delay: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -25,6 +27,8 @@ struct State {
     files: HashMap<String, Vec<u8>>,
     faults: HashMap<String, Faults>,
     hits: HashMap<String, u32>,
+    in_flight: u32,
+    max_in_flight: u32,
 }
 
 /// A loopback artifact server. Paths are `/HOST/PATH` (a mirror layout of the upstream URLs).
@@ -57,8 +61,18 @@ impl ArtifactServer {
                     }
                     let line = String::from_utf8_lossy(&buf);
                     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let delay = {
+                        let mut s = st.lock().unwrap();
+                        s.in_flight += 1;
+                        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+                        s.faults.get(&path).map(|f| f.delay).unwrap_or_default()
+                    };
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     let (status, body, truncate) = {
                         let mut s = st.lock().unwrap();
+                        s.in_flight -= 1;
                         *s.hits.entry(path.clone()).or_default() += 1;
                         let fault = s.faults.entry(path.clone()).or_default();
                         if fault.unavailable > 0 {
@@ -113,6 +127,11 @@ impl ArtifactServer {
     pub fn hits(&self, url: &str) -> u32 {
         let path = format!("/{}", url.split_once("://").unwrap().1);
         *self.state.lock().unwrap().hits.get(&path).unwrap_or(&0)
+    }
+
+    /// The most requests the server was answering at the same time.
+    pub fn max_in_flight(&self) -> u32 {
+        self.state.lock().unwrap().max_in_flight
     }
 
     pub fn total_hits(&self) -> u32 {
