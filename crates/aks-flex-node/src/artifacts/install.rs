@@ -287,6 +287,34 @@ pub fn prepare_cache(ctx: &Context, step: &str) -> StepResult<()> {
     Ok(())
 }
 
+/// The artifacts a step still needs for `Step::artifacts`: `spec`, unless it is installed already.
+pub fn unless_installed(installed: bool, spec: super::ArtifactSpec) -> Vec<super::ArtifactSpec> {
+    if installed {
+        Vec::new()
+    } else {
+        vec![spec]
+    }
+}
+
+/// Fetch one `.tar.gz` artifact (from this run's prefetch or the network, journaled) and stage the entries
+/// `select` names. Returns the verified download too (its digest is recorded by the install).
+pub async fn fetch_tar_gz(
+    ctx: &Context,
+    step: &str,
+    spec: &super::ArtifactSpec,
+    select: impl Fn(&str) -> Option<String> + Send + 'static,
+) -> StepResult<(Fetched, Staged)> {
+    let fetched = fetch_journaled(ctx, step, std::slice::from_ref(spec))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| crate::steps::StepError::failed(format!("{spec}: nothing was fetched")))?;
+    let staged = Staged::tar_gz(&ctx.host, &fetched, &spec.component, &spec.version, select)
+        .await
+        .map_err(crate::steps::StepError::other)?;
+    Ok((fetched, staged))
+}
+
 /// Fetch with every created cache file journaled under `step`. Artifacts already fetched in this run
 /// (by [`prefetch`]) are taken from the cache without network; the rest are fetched now.
 pub async fn fetch_journaled(

@@ -87,11 +87,7 @@ impl Step for CniSetup {
 
     async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
         let spec = artifacts::cni_spec(&ctx.config, artifacts::host_arch());
-        Ok(if installed(ctx, &spec)? {
-            vec![]
-        } else {
-            vec![spec]
-        })
+        Ok(install::unless_installed(installed(ctx, &spec)?, spec))
     }
 
     async fn apply_custom(
@@ -101,21 +97,15 @@ impl Step for CniSetup {
         _detail: &serde_json::Value,
     ) -> StepResult<()> {
         let spec = artifacts::cni_spec(&ctx.config, artifacts::host_arch());
-        let fetched = install::fetch_journaled(ctx, NAME, std::slice::from_ref(&spec)).await?;
-        let staged = install::Staged::tar_gz(
-            &ctx.host,
-            &fetched[0],
-            &spec.component,
-            &spec.version,
-            |p| (!p.is_empty() && !p.contains('/')).then(|| p.to_string()),
-        )
-        .await
-        .map_err(StepError::other)?;
+        let (fetched, staged) = install::fetch_tar_gz(ctx, NAME, &spec, |p| {
+            (!p.is_empty() && !p.contains('/')).then(|| p.to_string())
+        })
+        .await?;
         install::install_staged_into(
             ctx,
             NAME,
             &spec,
-            &fetched[0].sha256,
+            &fetched.sha256,
             &staged,
             Path::new(BIN_DIR),
             0o755,

@@ -104,20 +104,12 @@ impl Step for NpdInstaller {
         _detail: &serde_json::Value,
     ) -> StepResult<()> {
         let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
-        let fetched = install::fetch_journaled(ctx, NAME, std::slice::from_ref(&spec)).await?;
-        let staged = install::Staged::tar_gz(
-            &ctx.host,
-            &fetched[0],
-            &spec.component,
-            &spec.version,
-            |p| match p {
-                "bin/node-problem-detector" => Some("node-problem-detector".into()),
-                "config/kernel-monitor.json" => Some("kernel-monitor.json".into()),
-                _ => None,
-            },
-        )
-        .await
-        .map_err(StepError::other)?;
+        let (fetched, staged) = install::fetch_tar_gz(ctx, NAME, &spec, |p| match p {
+            "bin/node-problem-detector" => Some("node-problem-detector".into()),
+            "config/kernel-monitor.json" => Some("kernel-monitor.json".into()),
+            _ => None,
+        })
+        .await?;
         let (bin, mon) = match (
             staged.get("node-problem-detector"),
             staged.get("kernel-monitor.json"),
@@ -136,7 +128,7 @@ impl Step for NpdInstaller {
             "npd",
             &spec.version,
             &spec.arch,
-            &fetched[0].sha256,
+            &fetched.sha256,
             &[
                 (render::BIN_PATH.into(), bin, 0o755),
                 (render::MONITOR_PATH.into(), mon, 0o644),

@@ -44,11 +44,7 @@ impl Step for RuncInstaller {
 
     async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
         let spec = artifacts::runc_spec(&ctx.config, artifacts::host_arch());
-        Ok(if installed(ctx, &spec)? {
-            vec![]
-        } else {
-            vec![spec]
-        })
+        Ok(install::unless_installed(installed(ctx, &spec)?, spec))
     }
 
     async fn apply_custom(
