@@ -439,3 +439,37 @@ fn agent_stops_cleanly_on_sigterm_with_exit_0() {
     assert_eq!(status.code(), Some(0), "agent exit status {status:?}");
     assert!(m.path().join("etc/sysctl.d/999-sysctl-aks.conf").exists());
 }
+
+#[test]
+fn changing_the_real_machine_requires_root() {
+    // Run as `nobody` against the real root: must refuse up front (exit 2), before touching anything.
+    if !cfg!(target_os = "linux") || unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP changing_the_real_machine_requires_root: needs root to drop to an unprivileged user");
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!(
+            "SKIP changing_the_real_machine_requires_root: setpriv (util-linux) is not installed"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::copy(fixture("seed-example.json"), &cfg).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for cmd in ["bootstrap", "unbootstrap", "agent"] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_aks-flex-node"))
+            .args([cmd, "--config"])
+            .arg(&cfg)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        assert!(stderr.contains("must run as root"), "{cmd}: {stderr}");
+    }
+}

@@ -100,6 +100,16 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Host::new(&cli.root)
             .map_err(|e| CliError::usage(anyhow::anyhow!("--root {}: {e}", cli.root.display())))?,
     );
+    let changes_the_machine = matches!(
+        cli.command,
+        Command::Agent { .. } | Command::Bootstrap { .. } | Command::Unbootstrap
+    );
+    if changes_the_machine && !host.is_sandbox() && !crate::host::fs::is_root_user() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "`{}` changes system files and services and must run as root: use sudo (or --root DIR to try it in a sandbox directory)",
+            command_name(&cli.command)
+        )));
+    }
 
     let level = level.unwrap_or_else(|| level_of(&cfg));
     let log_dir = cfg.agent.log_dir.clone();
@@ -165,6 +175,9 @@ fn command_name(c: &Command) -> &'static str {
         Command::Status { .. } => "status",
         Command::Preflight { .. } => "preflight",
         Command::Token => "token",
+        Command::Agent { .. } => "agent",
+        Command::Bootstrap { .. } => "bootstrap",
+        Command::Unbootstrap => "unbootstrap",
         _ => "command",
     }
 }
