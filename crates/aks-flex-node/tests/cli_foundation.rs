@@ -473,3 +473,79 @@ fn changing_the_real_machine_requires_root() {
         assert!(stderr.contains("must run as root"), "{cmd}: {stderr}");
     }
 }
+
+#[test]
+fn the_daemon_repairs_drift_and_leaves_a_healthy_node_alone() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let m = machine();
+    let cfg = fixture("seed-example.json");
+    let mut child = bin()
+        .args(["agent", "--only", "SystemConfigured", "--root"])
+        .arg(m.path())
+        .arg("--config")
+        .arg(&cfg)
+        .env("AKS_FLEX_NODE_HEAL_INTERVAL", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str, secs: u64| -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+                let hit = l.contains(needle);
+                seen.push(l);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        panic!("no {needle:?} within {secs}s; saw:\n{}", seen.join("\n"));
+    };
+    wait_for("running as daemon", 20);
+    let sysctl = m.path().join("etc/sysctl.d/999-sysctl-aks.conf");
+    let healthy = snapshot(m.path(), true);
+    // Two heal passes on a healthy node: nothing is rewritten.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        healthy,
+        snapshot(m.path(), true),
+        "the daemon rewrote a healthy node"
+    );
+    // Drift: someone deletes our sysctl file. The next pass puts it back.
+    std::fs::remove_file(&sysctl).unwrap();
+    let lines = wait_for("repaired drift", 10);
+    assert!(
+        lines.iter().any(|l| l.contains("SystemConfigured")),
+        "{lines:?}"
+    );
+    assert!(sysctl.exists());
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn a_bad_heal_interval_is_a_usage_error() {
+    let m = machine();
+    let cfg = fixture("seed-example.json");
+    let out = bin()
+        .args(["agent", "--only", "SystemConfigured", "--root"])
+        .arg(m.path())
+        .arg("--config")
+        .arg(&cfg)
+        .env("AKS_FLEX_NODE_HEAL_INTERVAL", "2m")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AKS_FLEX_NODE_HEAL_INTERVAL"));
+}

@@ -12,6 +12,25 @@ use crate::steps::{self, Context, Phase, Step, StepOutcome, StepReport};
 
 /// How often the daemon re-converges (the original's health-check cadence).
 const HEAL_INTERVAL: Duration = Duration::from_secs(120);
+/// How often the daemon re-verifies the Azure side (Arc machine, roles, cluster endpoint). Host checks are
+/// local and cheap; Azure checks cost ARM reads, which are throttled per principal across a whole fleet.
+const IDENTITY_INTERVAL: Duration = Duration::from_secs(3600);
+/// After a failed Azure re-check, try again sooner than the full interval.
+const IDENTITY_RETRY: Duration = Duration::from_secs(600);
+
+/// An interval from the environment (whole seconds, at least 1), or the default. A bad value is a usage
+/// error rather than a silent default, so a typo in a unit file is noticed.
+fn interval(var: &str, default: Duration) -> Result<Duration, CliError> {
+    match std::env::var(var) {
+        Err(_) => Ok(default),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(Duration::from_secs(n)),
+            _ => Err(CliError::usage(anyhow::anyhow!(
+                "{var}={v:?}: expected a whole number of seconds (at least 1)"
+            ))),
+        },
+    }
+}
 
 fn context(cfg: Arc<Config>, host: Arc<Host>) -> Result<Context, CliError> {
     Context::new(cfg, host).map_err(CliError::failed)
@@ -116,14 +135,17 @@ pub async fn unbootstrap(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
     }
 }
 
-/// Bootstrap, then stay up and re-converge every two minutes so drift is repaired. A healthy node is
-/// left alone: a converged plan writes and restarts nothing. SIGTERM/SIGINT end it cleanly (exit 0).
+/// Bootstrap, then stay up and re-converge so drift is repaired: the host every two minutes (local checks
+/// only), the Azure side every hour. A healthy node is left alone: a converged plan writes and restarts
+/// nothing. SIGTERM/SIGINT end it cleanly (exit 0).
 pub async fn agent(
     cfg: Arc<Config>,
     host: Arc<Host>,
     skip: BTreeSet<Phase>,
     steps: Vec<Box<dyn Step>>,
 ) -> CmdResult {
+    let heal_every = interval("AKS_FLEX_NODE_HEAL_INTERVAL", HEAL_INTERVAL)?;
+    let azure_every = interval("AKS_FLEX_NODE_AZURE_RECHECK_INTERVAL", IDENTITY_INTERVAL)?;
     let ctx = context(cfg, host)?;
     let mut shutdown = Shutdown::install();
     tokio::select! {
@@ -137,26 +159,52 @@ pub async fn agent(
         }
     }
     tracing::info!(
-        "bootstrap completed; running as daemon (re-converging every {}s)",
-        HEAL_INTERVAL.as_secs()
+        "bootstrap completed; running as daemon (re-converging the host every {}s, Azure every {}s)",
+        heal_every.as_secs(),
+        azure_every.as_secs()
     );
+    let host_only: BTreeSet<Phase> = skip.iter().copied().chain([Phase::Identity]).collect();
+    let identity_only: BTreeSet<Phase> = skip
+        .iter()
+        .copied()
+        .chain([Phase::Installation, Phase::Activation])
+        .collect();
+    let mut next_identity = tokio::time::Instant::now() + azure_every;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(HEAL_INTERVAL) => {}
+            _ = tokio::time::sleep(heal_every) => {}
             _ = shutdown.recv() => {
                 tracing::info!("received shutdown signal; stopping");
                 return Ok(());
             }
         }
-        let (reports, result) = steps::bootstrap(&ctx, &steps, &skip).await;
-        for r in reports
-            .iter()
-            .filter(|r| matches!(r.outcome, StepOutcome::Applied { .. }))
-        {
-            tracing::warn!(step = r.name, "repaired drift");
+        heal(&ctx, &steps, &host_only, "host").await;
+        if !skip.contains(&Phase::Identity) && tokio::time::Instant::now() >= next_identity {
+            let ok = heal(&ctx, &steps, &identity_only, "Azure").await;
+            next_identity = tokio::time::Instant::now()
+                + if ok {
+                    IDENTITY_INTERVAL
+                } else {
+                    IDENTITY_RETRY
+                };
         }
-        if let Err(e) = result {
-            tracing::error!("self-heal failed: {e}");
+    }
+}
+
+/// One self-heal pass; true when it ended converged.
+async fn heal(ctx: &Context, steps: &[Box<dyn Step>], skip: &BTreeSet<Phase>, what: &str) -> bool {
+    let (reports, result) = steps::bootstrap(ctx, steps, skip).await;
+    for r in reports
+        .iter()
+        .filter(|r| matches!(r.outcome, StepOutcome::Applied { .. }))
+    {
+        tracing::warn!(step = r.name, "repaired drift ({what})");
+    }
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!("self-heal ({what}) failed: {e}");
+            false
         }
     }
 }
