@@ -549,3 +549,30 @@ fn a_bad_heal_interval_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("AKS_FLEX_NODE_HEAL_INTERVAL"));
 }
+
+#[test]
+fn the_readme_quick_start_config_is_valid() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README.md at the repository root");
+    let start = readme
+        .find("config.json >/dev/null <<'EOF'\n")
+        .expect("the quick-start heredoc in README.md");
+    let body = &readme[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    let json = &body[..body.find("\nEOF\n").expect("end of the heredoc")];
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.json");
+    std::fs::write(&cfg, json).unwrap();
+    let r = run(&["config", "validate", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(
+        r.code, 0,
+        "README quick-start config rejected:\n{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("WARN"),
+        "README quick-start config has warnings:\n{}",
+        r.stderr
+    );
+}
