@@ -5,7 +5,7 @@ CARGO ?= cargo
 .PHONY: help build release test lint fmt demo bench e2e clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 build: ## Debug build of the agent and the emulator
 	$(CARGO) build --workspace
