@@ -2,10 +2,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build release test lint fmt demo bench e2e clean
+.PHONY: help deps build release test lint fmt demo bench e2e clean
 
 help: ## List the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+deps: ## Install the Debian packages the real-component tests and the demo use (as root)
+	bash scripts/deps.sh
 
 build: ## Debug build of the agent and the emulator
 	$(CARGO) build --workspace
@@ -13,7 +16,7 @@ build: ## Debug build of the agent and the emulator
 release: ## Optimised binaries in target/release
 	$(CARGO) build --workspace --release
 
-test: ## Unit, golden, property and integration tests (the default suite, a few minutes)
+test: deps ## Unit, golden, property and integration tests (the default suite, a few minutes)
 	$(CARGO) test --workspace --no-fail-fast
 
 lint: ## Formatting check and clippy with warnings as errors
@@ -23,13 +26,13 @@ lint: ## Formatting check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-demo: ## Bootstrap a sandbox node against the built-in Azure emulator (no Azure account needed)
+demo: deps ## Bootstrap a sandbox node against the built-in Azure emulator (no Azure account needed)
 	bash scripts/demo.sh
 
-bench: ## Benchmarks (install speed vs. the curl+sha256sum+tar floor, 200-agent scale simulation)
+bench: deps ## Benchmarks (install speed vs. the curl+sha256sum+tar floor, 200-agent scale simulation)
 	bash scripts/bench.sh
 
-e2e: ## Slow end-to-end suites (ignored by `make test`)
+e2e: deps ## Slow end-to-end suites (ignored by `make test`)
 	$(CARGO) test --workspace -- --ignored
 
 clean: ## Remove build output and demo state
