@@ -576,3 +576,65 @@ fn the_readme_quick_start_config_is_valid() {
         r.stderr
     );
 }
+
+#[test]
+fn unbootstrap_while_the_daemon_runs_never_corrupts_the_journal() {
+    use std::time::{Duration, Instant};
+    let m = machine();
+    let root = m.path().to_str().unwrap();
+    let cfg = fixture("seed-example.json");
+    let cfg = cfg.to_str().unwrap();
+    let before = snapshot(m.path(), false);
+    let mut child = bin()
+        .args([
+            "agent",
+            "--only",
+            "SystemConfigured",
+            "--root",
+            root,
+            "--config",
+            cfg,
+        ])
+        .env("AKS_FLEX_NODE_HEAL_INTERVAL", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let journal = m.path().join("var/lib/aks-flex-node/journal.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !journal.exists() {
+        assert!(Instant::now() < deadline, "the agent never bootstrapped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Someone runs unbootstrap while the daemon is between passes (retry if a pass holds the lock).
+    let unbootstrap = || {
+        for _ in 0..50 {
+            let r = run(&["unbootstrap", "--root", root, "--config", cfg]);
+            if r.code == 0 {
+                return;
+            }
+            assert!(
+                r.stderr.contains("another aks-flex-node is running"),
+                "{}",
+                r.stderr
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("unbootstrap never got the lock");
+    };
+    unbootstrap();
+    // The daemon's next pass re-bootstraps from the journal on disk, not from its stale memory.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !journal.exists() {
+        assert!(Instant::now() < deadline, "the daemon did not re-converge");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // Every undo record still points at a real backup: the final unbootstrap restores the root exactly.
+    unbootstrap();
+    assert_eq!(before, snapshot(m.path(), false));
+}

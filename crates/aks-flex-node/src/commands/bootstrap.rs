@@ -112,7 +112,28 @@ pub async fn bootstrap(
     Ok(())
 }
 
+/// The agent's own unit (packaging/aks-flex-node-agent.service).
+const AGENT_UNIT: &str = "aks-flex-node-agent.service";
+
 pub async fn unbootstrap(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
+    // A running agent would re-bootstrap what we remove: stop it first (the original's uninstaller raced it).
+    let agent = host
+        .unit_state(AGENT_UNIT)
+        .await
+        .map_err(CliError::failed)?;
+    if agent.active || agent.enabled {
+        tracing::info!("stopping and disabling {AGENT_UNIT} so it does not re-bootstrap the node");
+        if agent.active {
+            host.service(crate::host::ServiceOp::Stop, AGENT_UNIT)
+                .await
+                .map_err(CliError::failed)?;
+        }
+        if agent.enabled {
+            host.service(crate::host::ServiceOp::Disable, AGENT_UNIT)
+                .await
+                .map_err(CliError::failed)?;
+        }
+    }
     let ctx = context(cfg, host)?;
     let report = steps::unbootstrap(&ctx, &steps::all_steps()).await;
     for s in &report.undone {

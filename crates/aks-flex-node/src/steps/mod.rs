@@ -152,6 +152,14 @@ impl Context {
             .insert(url.to_string(), fetched);
     }
 
+    /// Re-read the journal from disk. A long-lived context (the daemon) calls this under the run lock, so
+    /// another process's bootstrap or unbootstrap in between is seen instead of being overwritten.
+    pub fn reload_journal(&self) -> Result<(), JournalError> {
+        let fresh = Journal::load(&self.host)?;
+        *self.journal() = fresh;
+        Ok(())
+    }
+
     fn journal(&self) -> MutexGuard<'_, Journal> {
         self.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -410,6 +418,9 @@ pub async fn bootstrap(
     skip: &BTreeSet<Phase>,
 ) -> (Vec<StepReport>, StepResult<()>) {
     let mut reports = Vec::new();
+    if let Err(e) = ctx.reload_journal() {
+        return (reports, Err(e.into()));
+    }
     // Steps plan against the state their predecessors leave, so a full pre-plan is only a shortcut for
     // the common converged case (the daemon's health check re-runs bootstrap).
     match plan_all_empty(ctx, steps, skip).await {
@@ -440,6 +451,9 @@ pub async fn bootstrap(
         Ok(l) => l,
         Err(e) => return (reports, Err(e)),
     };
+    if let Err(e) = ctx.reload_journal() {
+        return (reports, Err(e.into()));
+    }
     let specs: Vec<_> = wanted.iter().map(|(s, a)| (s.name(), a.clone())).collect();
     if let Err((i, e)) = crate::artifacts::install::prefetch(ctx, &specs).await {
         return prefetch_failed(reports, wanted[i].0, e);
@@ -629,6 +643,10 @@ pub async fn unbootstrap(ctx: &Context, steps: &[Box<dyn Step>]) -> UndoReport {
             return report;
         }
     };
+    if let Err(e) = ctx.reload_journal() {
+        report.failures.push(e.to_string());
+        return report;
+    }
     // Steps in reverse; then anything journaled by a step this agent no longer knows.
     let mut names: Vec<&str> = steps.iter().rev().map(|s| s.name()).collect();
     let journal_steps: Vec<String> = ctx.journal().undo.iter().map(|e| e.step.clone()).collect();
