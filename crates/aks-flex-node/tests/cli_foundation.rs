@@ -37,6 +37,80 @@ fn run(args: &[&str]) -> Run {
     }
 }
 
+/// `bootstrap --only SystemConfigured` on a sandbox root.
+fn bootstrap_sc(root: &str, cfg: &str) -> Run {
+    run(&[
+        "bootstrap",
+        "--only",
+        "SystemConfigured",
+        "--root",
+        root,
+        "--config",
+        cfg,
+    ])
+}
+
+fn run_unbootstrap(root: &str, cfg: &str) -> Run {
+    run(&["unbootstrap", "--root", root, "--config", cfg])
+}
+
+/// An `agent --only SystemConfigured` daemon on a sandbox root, with its stderr lines on a channel.
+struct Agent {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Agent {
+    fn start(root: &Path, heal_interval: Option<&str>) -> Agent {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = bin();
+        cmd.args(["agent", "--only", "SystemConfigured", "--root"])
+            .arg(root)
+            .arg("--config")
+            .arg(fixture("seed-example.json"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        if let Some(secs) = heal_interval {
+            cmd.env("AKS_FLEX_NODE_HEAL_INTERVAL", secs);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Agent { child, lines }
+    }
+
+    /// Lines up to and including the first one containing `needle`; panics after `secs`.
+    fn wait_for(&self, needle: &str, secs: u64) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Ok(l) = self
+                .lines
+                .recv_timeout(std::time::Duration::from_millis(100))
+            {
+                let hit = l.contains(needle);
+                seen.push(l);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        panic!("no {needle:?} within {secs}s; saw:\n{}", seen.join("\n"));
+    }
+
+    /// SIGTERM, as systemd stops it; returns the exit code.
+    fn stop(mut self) -> Option<i32> {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap().code()
+    }
+}
+
 /// Everything about a tree that a write could change: type, mode, owner, content, link target,
 /// and for files also inode and mtime (so a rewrite with identical bytes is still detected).
 #[derive(Debug, PartialEq, Eq, Clone)]
@@ -186,15 +260,7 @@ fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
     let cfg = cfg.to_str().unwrap();
     let before = snapshot(m.path(), false);
 
-    let first = run(&[
-        "bootstrap",
-        "--only",
-        "SystemConfigured",
-        "--root",
-        root,
-        "--config",
-        cfg,
-    ]);
+    let first = bootstrap_sc(root, cfg);
     assert_eq!(
         first.code, 0,
         "stdout:\n{}\nstderr:\n{}",
@@ -212,15 +278,7 @@ fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
 
     // Second run: an empty plan and not a single write (inode and mtime of every file unchanged).
     let converged = snapshot(m.path(), true);
-    let second = run(&[
-        "bootstrap",
-        "--only",
-        "SystemConfigured",
-        "--root",
-        root,
-        "--config",
-        cfg,
-    ]);
+    let second = bootstrap_sc(root, cfg);
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert_eq!(
         converged,
@@ -242,7 +300,7 @@ fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
     let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert_eq!(v["converged"], true, "{v}");
 
-    let undo = run(&["unbootstrap", "--root", root, "--config", cfg]);
+    let undo = run_unbootstrap(root, cfg);
     assert_eq!(
         undo.code, 0,
         "stdout:\n{}\nstderr:\n{}",
@@ -339,36 +397,13 @@ fn interrupted_bootstrap_resumes_and_still_undoes_exactly() {
     let before = snapshot(m.path(), false);
     // Simulate a crash after the first write: run once, then damage the result as a half-finished
     // run would leave it (sysctl file missing), and re-run.
-    assert_eq!(
-        run(&[
-            "bootstrap",
-            "--only",
-            "SystemConfigured",
-            "--root",
-            root,
-            "--config",
-            cfg
-        ])
-        .code,
-        0
-    );
+    assert_eq!(bootstrap_sc(root, cfg).code, 0);
     std::fs::remove_file(m.path().join("etc/sysctl.d/999-sysctl-aks.conf")).unwrap();
-    let again = run(&[
-        "bootstrap",
-        "--only",
-        "SystemConfigured",
-        "--root",
-        root,
-        "--config",
-        cfg,
-    ]);
+    let again = bootstrap_sc(root, cfg);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(again.stdout.contains("applied"), "{}", again.stdout);
     assert!(m.path().join("etc/sysctl.d/999-sysctl-aks.conf").exists());
-    assert_eq!(
-        run(&["unbootstrap", "--root", root, "--config", cfg]).code,
-        0
-    );
+    assert_eq!(run_unbootstrap(root, cfg).code, 0);
     assert_eq!(before, snapshot(m.path(), false));
 }
 
@@ -385,58 +420,19 @@ fn a_users_changed_file_is_restored_from_backup_on_unbootstrap() {
     )
     .unwrap();
     let before = snapshot(m.path(), false);
-    assert_eq!(
-        run(&[
-            "bootstrap",
-            "--only",
-            "SystemConfigured",
-            "--root",
-            root,
-            "--config",
-            cfg
-        ])
-        .code,
-        0
-    );
+    assert_eq!(bootstrap_sc(root, cfg).code, 0);
     assert_ne!(before, snapshot(m.path(), false));
-    assert_eq!(
-        run(&["unbootstrap", "--root", root, "--config", cfg]).code,
-        0
-    );
+    assert_eq!(run_unbootstrap(root, cfg).code, 0);
     assert_eq!(before, snapshot(m.path(), false));
 }
 
 #[test]
 fn agent_stops_cleanly_on_sigterm_with_exit_0() {
-    use std::io::{BufRead, BufReader};
     let m = machine();
-    let cfg = fixture("seed-example.json");
-    let mut child = bin()
-        .args(["agent", "--only", "SystemConfigured", "--root"])
-        .arg(m.path())
-        .arg("--config")
-        .arg(&cfg)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let agent = Agent::start(m.path(), None);
     // Wait until it is in daemon mode (bootstrap done), then ask it to stop as systemd would.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        line.clear();
-        if stderr.read_line(&mut line).unwrap() == 0 || std::time::Instant::now() > deadline {
-            panic!("agent never reached daemon mode");
-        }
-        if line.contains("running as daemon") {
-            break;
-        }
-    }
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "agent exit status {status:?}");
+    agent.wait_for("running as daemon", 20);
+    assert_eq!(agent.stop(), Some(0));
     assert!(m.path().join("etc/sysctl.d/999-sysctl-aks.conf").exists());
 }
 
@@ -476,46 +472,13 @@ fn changing_the_real_machine_requires_root() {
 
 #[test]
 fn the_daemon_repairs_drift_and_leaves_a_healthy_node_alone() {
-    use std::io::{BufRead, BufReader};
-    use std::time::{Duration, Instant};
     let m = machine();
-    let cfg = fixture("seed-example.json");
-    let mut child = bin()
-        .args(["agent", "--only", "SystemConfigured", "--root"])
-        .arg(m.path())
-        .arg("--config")
-        .arg(&cfg)
-        .env("AKS_FLEX_NODE_HEAL_INTERVAL", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |needle: &str, secs: u64| -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-                let hit = l.contains(needle);
-                seen.push(l);
-                if hit {
-                    return seen;
-                }
-            }
-        }
-        panic!("no {needle:?} within {secs}s; saw:\n{}", seen.join("\n"));
-    };
-    wait_for("running as daemon", 20);
+    let agent = Agent::start(m.path(), Some("1"));
+    agent.wait_for("running as daemon", 20);
     let sysctl = m.path().join("etc/sysctl.d/999-sysctl-aks.conf");
     let healthy = snapshot(m.path(), true);
     // Two heal passes on a healthy node: nothing is rewritten.
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(
         healthy,
         snapshot(m.path(), true),
@@ -523,15 +486,13 @@ fn the_daemon_repairs_drift_and_leaves_a_healthy_node_alone() {
     );
     // Drift: someone deletes our sysctl file. The next pass puts it back.
     std::fs::remove_file(&sysctl).unwrap();
-    let lines = wait_for("repaired drift", 10);
+    let lines = agent.wait_for("repaired drift", 10);
     assert!(
         lines.iter().any(|l| l.contains("SystemConfigured")),
         "{lines:?}"
     );
     assert!(sysctl.exists());
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(agent.stop(), Some(0));
 }
 
 #[test]
@@ -585,32 +546,13 @@ fn unbootstrap_while_the_daemon_runs_never_corrupts_the_journal() {
     let cfg = fixture("seed-example.json");
     let cfg = cfg.to_str().unwrap();
     let before = snapshot(m.path(), false);
-    let mut child = bin()
-        .args([
-            "agent",
-            "--only",
-            "SystemConfigured",
-            "--root",
-            root,
-            "--config",
-            cfg,
-        ])
-        .env("AKS_FLEX_NODE_HEAL_INTERVAL", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let agent = Agent::start(m.path(), Some("1"));
+    agent.wait_for("running as daemon", 20);
     let journal = m.path().join("var/lib/aks-flex-node/journal.json");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !journal.exists() {
-        assert!(Instant::now() < deadline, "the agent never bootstrapped");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(300));
     // Someone runs unbootstrap while the daemon is between passes (retry if a pass holds the lock).
     let unbootstrap = || {
         for _ in 0..50 {
-            let r = run(&["unbootstrap", "--root", root, "--config", cfg]);
+            let r = run_unbootstrap(root, cfg);
             if r.code == 0 {
                 return;
             }
@@ -631,9 +573,7 @@ fn unbootstrap_while_the_daemon_runs_never_corrupts_the_journal() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(agent.stop(), Some(0));
     // Every undo record still points at a real backup: the final unbootstrap restores the root exactly.
     unbootstrap();
     assert_eq!(before, snapshot(m.path(), false));
