@@ -54,6 +54,24 @@ pub fn load_record(host: &Host, component: &str) -> Result<Option<InstallRecord>
     }
 }
 
+/// [`is_current`] for a single-artifact component whose install record is named after the artifact
+/// (runc, containerd, cni, npd): true when exactly this version, arch and pin is installed with `wanted`.
+pub fn spec_is_current(
+    ctx: &Context,
+    spec: &super::ArtifactSpec,
+    wanted: &[(PathBuf, u32)],
+) -> StepResult<bool> {
+    is_current(
+        &ctx.host,
+        &spec.component,
+        &spec.version,
+        &spec.arch,
+        pinned(spec),
+        wanted,
+    )
+    .map_err(crate::steps::StepError::other)
+}
+
 /// Is `component` installed at `version`/`arch` with every file in `wanted` (path, mode) intact?
 /// `source` is the expected artifact digest when it is known without network (a pin).
 pub fn is_current(

@@ -24,15 +24,7 @@ fn wanted() -> Vec<(PathBuf, u32)> {
 }
 
 fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
-    install::is_current(
-        &ctx.host,
-        "cni",
-        &spec.version,
-        &spec.arch,
-        install::pinned(spec),
-        &wanted(),
-    )
-    .map_err(StepError::other)
+    install::spec_is_current(ctx, spec, &wanted())
 }
 
 #[async_trait::async_trait]

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{file_action, Action, Context, Phase, Step, StepError, StepResult};
+use super::{file_action, Action, Context, Phase, Step, StepResult};
 use crate::artifacts::{self, install};
 use crate::render::containerd as render;
 
@@ -33,15 +33,7 @@ fn wanted() -> Vec<(PathBuf, u32)> {
 }
 
 fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
-    install::is_current(
-        &ctx.host,
-        "containerd",
-        &spec.version,
-        &spec.arch,
-        install::pinned(spec),
-        &wanted(),
-    )
-    .map_err(StepError::other)
+    install::spec_is_current(ctx, spec, &wanted())
 }
 
 pub fn config_toml(ctx: &Context) -> String {

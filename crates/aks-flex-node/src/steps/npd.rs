@@ -26,15 +26,7 @@ fn digest_known(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<()>
 }
 
 fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
-    install::is_current(
-        &ctx.host,
-        "npd",
-        &spec.version,
-        &spec.arch,
-        install::pinned(spec),
-        &wanted(),
-    )
-    .map_err(StepError::other)
+    install::spec_is_current(ctx, spec, &wanted())
 }
 
 #[async_trait::async_trait]

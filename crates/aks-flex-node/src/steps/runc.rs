@@ -10,15 +10,7 @@ use crate::artifacts::{self, install};
 pub struct RuncInstaller;
 
 fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
-    install::is_current(
-        &ctx.host,
-        "runc",
-        &spec.version,
-        &spec.arch,
-        install::pinned(spec),
-        &[(PathBuf::from(RUNC_PATH), 0o755)],
-    )
-    .map_err(super::StepError::other)
+    install::spec_is_current(ctx, spec, &[(PathBuf::from(RUNC_PATH), 0o755)])
 }
 
 const NAME: &str = "Runc_Installer";
