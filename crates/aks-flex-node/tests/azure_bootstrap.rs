@@ -9,38 +9,10 @@ use std::sync::Arc;
 use azure_emulator::scenario::{self, Scenario};
 use azure_emulator::{Emulator, EmulatorOptions};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aks-flex-node");
+mod azure_support;
+use azure_support::azcmagent_bin;
 
-fn azcmagent_bin() -> PathBuf {
-    // target/debug/deps/<test> -> target/debug/examples/azcmagent (cargo test builds examples).
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/azcmagent");
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        // `cargo test` builds examples, `cargo test --test x` does not: build it when missing.
-        if !p.exists() {
-            let st = std::process::Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "-q",
-                    "-p",
-                    "aks-flex-node",
-                    "--example",
-                    "azcmagent",
-                ])
-                .status()
-                .unwrap();
-            assert!(st.success(), "building the azcmagent stand-in failed");
-        }
-    });
-    assert!(p.exists(), "{} missing", p.display());
-    p
-}
+const BIN: &str = env!("CARGO_BIN_EXE_aks-flex-node");
 
 fn cluster_id() -> String {
     format!(

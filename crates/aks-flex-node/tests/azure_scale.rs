@@ -16,35 +16,8 @@ use aks_flex_node::steps::{self, arc_install::ArcInstall, Context, Step};
 use azure_emulator::scenario::{self, Scenario, SeedRoleAssignment};
 use azure_emulator::{Emulator, EmulatorOptions};
 
-fn azcmagent_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/azcmagent");
-    if !p.exists() {
-        let st = std::process::Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "aks-flex-node",
-                "--example",
-                "azcmagent",
-            ])
-            .args(if cfg!(debug_assertions) {
-                vec![]
-            } else {
-                vec!["--release"]
-            })
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    p
-}
+mod azure_support;
+use azure_support::azcmagent_bin;
 
 fn env_num(k: &str, d: u32) -> u32 {
     std::env::var(k)
