@@ -255,11 +255,13 @@ impl Fetcher {
     async fn cache_hit(&self, digest: &str) -> Result<Option<Fetched>, ArtifactError> {
         let host_path = Self::cache_path(digest);
         let real = self.host.fs.resolve(&host_path)?;
-        let Ok(mut f) = tokio::fs::File::open(&real).await else {
+        if !real.is_file() {
             return Ok(None);
-        };
-        let (actual, bytes) = hash_reader(&mut f)
+        }
+        let r = real.clone();
+        let (actual, bytes) = tokio::task::spawn_blocking(move || super::install::hash_file(&r))
             .await
+            .map_err(|e| ArtifactError::Other(format!("hashing task failed: {e}")))?
             .map_err(|e| ArtifactError::io(format!("reading cached {}", real.display()), e))?;
         if actual != digest {
             tracing::warn!(path = %host_path.display(), "cached file is corrupt; fetching it again");
@@ -471,22 +473,6 @@ async fn copy_hashing(
         n += k as u64;
     }
     out.flush().await?;
-    Ok((hex::encode(hasher.finalize()), n))
-}
-
-/// sha256 and length of everything `r` yields.
-pub async fn hash_reader(r: &mut tokio::fs::File) -> std::io::Result<(String, u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0u64;
-    loop {
-        let k = r.read(&mut buf).await?;
-        if k == 0 {
-            break;
-        }
-        hasher.update(&buf[..k]);
-        n += k as u64;
-    }
     Ok((hex::encode(hasher.finalize()), n))
 }
 
