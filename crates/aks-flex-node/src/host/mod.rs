@@ -47,6 +47,75 @@ pub struct UnitState {
     pub active: bool,
 }
 
+/// A unit's runtime status (`systemctl show`): enough to tell a service that stays up from one that
+/// crash-loops (a restarted unit gets a new `MainPID` and a higher `NRestarts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnitStatus {
+    /// `active`, `activating`, `deactivating`, `inactive`, `failed`, ...
+    pub active_state: String,
+    /// `running`, `auto-restart`, `exited`, `dead`, `start-pre`, ...
+    pub sub_state: String,
+    pub main_pid: u32,
+    pub n_restarts: u32,
+    /// The exit status of the main process's last run.
+    pub exec_main_status: i32,
+    /// `success`, `exit-code`, `signal`, `start-limit-hit`, ...
+    pub result: String,
+}
+
+impl UnitStatus {
+    /// Active with a live main process (`active (running)`).
+    pub fn running(&self) -> bool {
+        self.active_state == "active" && self.sub_state == "running"
+    }
+
+    /// `failed` (e.g. its start limit was hit): a plain `start` is refused until `reset-failed`.
+    pub fn failed(&self) -> bool {
+        self.active_state == "failed"
+    }
+
+    /// One line for messages: `activating (auto-restart), result exit-code, status 1, 3 restarts`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({}), result {}, exit status {}, {} restart(s)",
+            self.active_state, self.sub_state, self.result, self.exec_main_status, self.n_restarts
+        )
+    }
+}
+
+/// The properties [`Host::unit_status`] asks `systemctl show` for.
+pub const UNIT_STATUS_PROPERTIES: [&str; 6] = [
+    "ActiveState",
+    "SubState",
+    "MainPID",
+    "NRestarts",
+    "ExecMainStatus",
+    "Result",
+];
+
+/// Parse `systemctl show -p ...` output (`Key=Value` lines). Unknown keys are ignored, missing or
+/// unparsable numbers read as 0.
+pub fn parse_unit_status(text: &str) -> UnitStatus {
+    let mut st = UnitStatus::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        match k.trim() {
+            "ActiveState" => st.active_state = v.to_string(),
+            "SubState" => st.sub_state = v.to_string(),
+            "MainPID" => st.main_pid = v.parse().unwrap_or(0),
+            "NRestarts" => st.n_restarts = v.parse().unwrap_or(0),
+            "ExecMainStatus" => st.exec_main_status = v.parse().unwrap_or(0),
+            "Result" => st.result = v.to_string(),
+            _ => {}
+        }
+    }
+    st
+}
+
 /// Service operations, all idempotent: enabling an enabled unit or stopping a stopped one is a no-op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -187,10 +256,49 @@ impl Host {
         }
     }
 
-    /// `systemctl <op> <unit>`.
+    /// Runtime status of a unit (`systemctl show`). In a sandbox, derived from the recorded state: an
+    /// active unit is `active (running)` with a main PID that changes with every (re)start.
+    pub async fn unit_status(&self, unit: &str) -> Result<UnitStatus> {
+        match &self.mode {
+            Mode::Real => {
+                let mut spec = CommandSpec::new("systemctl").arg("show");
+                for p in UNIT_STATUS_PROPERTIES {
+                    spec = spec.args(["-p", p]);
+                }
+                let out = self.run_checked(&spec.arg(unit)).await?;
+                Ok(parse_unit_status(&out.stdout))
+            }
+            Mode::Sandbox(_) => self.with_record(|rec, _| {
+                let u = rec.units.get(unit).cloned().unwrap_or_default();
+                UnitStatus {
+                    active_state: if u.active { "active" } else { "inactive" }.into(),
+                    sub_state: if u.active { "running" } else { "dead" }.into(),
+                    main_pid: if u.active {
+                        1000 + u.starts + u.restarts
+                    } else {
+                        0
+                    },
+                    n_restarts: 0,
+                    exec_main_status: 0,
+                    result: "success".into(),
+                }
+            }),
+        }
+    }
+
+    /// `systemctl <op> <unit>`. Starting a `failed` unit (one that hit its start limit) first clears
+    /// that state with `systemctl reset-failed`, or systemd would refuse the start.
     pub async fn service(&self, op: ServiceOp, unit: &str) -> Result<()> {
         match &self.mode {
             Mode::Real => {
+                if matches!(op, ServiceOp::Start | ServiceOp::Restart)
+                    && self.unit_status(unit).await?.failed()
+                {
+                    let reset = CommandSpec::new("systemctl")
+                        .args(["reset-failed", unit])
+                        .mutates_host();
+                    self.run_checked(&reset).await?;
+                }
                 let spec = CommandSpec::new("systemctl")
                     .args([op.verb(), unit])
                     .mutates_host()
@@ -409,6 +517,31 @@ fn normalise_ws(v: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_systemctl_show_of_a_crash_looping_unit() {
+        // What systemd 252 prints for the kubelet between two crashes (RestartSec pending).
+        let st = parse_unit_status(
+            "ActiveState=activating\nSubState=auto-restart\nMainPID=0\nNRestarts=3\nExecMainStatus=1\nResult=exit-code\n",
+        );
+        assert!(!st.running());
+        assert!(!st.failed());
+        assert_eq!(st.n_restarts, 3);
+        assert_eq!(st.exec_main_status, 1);
+        assert_eq!(
+            st.describe(),
+            "activating (auto-restart), result exit-code, exit status 1, 3 restart(s)"
+        );
+        let up = parse_unit_status(
+            "ActiveState=active\nSubState=running\nMainPID=4242\nNRestarts=0\nExecMainStatus=0\nResult=success\nJunk\n",
+        );
+        assert!(up.running());
+        assert_eq!(up.main_pid, 4242);
+        let gave_up =
+            parse_unit_status("ActiveState=failed\nSubState=failed\nResult=start-limit-hit\n");
+        assert!(gave_up.failed());
+        assert_eq!(gave_up.main_pid, 0, "missing numbers read as 0");
+    }
 
     #[test]
     fn parses_sysctl_files() {
