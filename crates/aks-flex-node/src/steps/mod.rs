@@ -12,6 +12,7 @@ pub mod containerd;
 pub mod journal;
 pub mod kube_binaries;
 pub mod kubelet;
+pub mod node_ready;
 pub mod npd;
 pub mod runc;
 pub mod services;
@@ -281,6 +282,7 @@ pub fn all_steps() -> Vec<Box<dyn Step>> {
         Box::new(kubelet::KubeletInstaller),
         Box::new(npd::NpdInstaller),
         Box::new(services::ServicesEnabled),
+        Box::new(node_ready::NodeReady),
     ]
 }
 
