@@ -1219,8 +1219,8 @@ fn permissions(world: &World, ctx: &Ctx, scope: &str) -> Handled {
             json!({
                 "actions": role.actions,
                 "notActions": role.not_actions,
-                "dataActions": [],
-                "notDataActions": []
+                "dataActions": role.data_actions,
+                "notDataActions": role.not_data_actions
             })
         })
         .collect();
@@ -1259,8 +1259,8 @@ fn role_definition(world: &World, ctx: &Ctx, scope: &str, guid: &str) -> Handled
                 "permissions": [{
                     "actions": role.actions,
                     "notActions": role.not_actions,
-                    "dataActions": [],
-                    "notDataActions": []
+                    "dataActions": role.data_actions,
+                    "notDataActions": role.not_data_actions
                 }]
             }
         }),
