@@ -791,12 +791,12 @@ fn cluster_json(world: &World, c: &Cluster) -> Value {
             "networkProfile": {
                 "networkPlugin": "kubenet",
                 "podCidr": "10.244.0.0/16",
-                "serviceCidr": "10.0.0.0/16",
-                "dnsServiceIP": "10.0.0.10",
+                "serviceCidr": c.service_cidr,
+                "dnsServiceIP": c.dns_service_ip,
                 "loadBalancerSku": "standard",
                 "outboundType": "loadBalancer",
                 "podCidrs": ["10.244.0.0/16"],
-                "serviceCidrs": ["10.0.0.0/16"],
+                "serviceCidrs": [c.service_cidr],
                 "ipFamilies": ["IPv4"],
                 "loadBalancerProfile": {"allocatedOutboundPorts": 0, "idleTimeoutInMinutes": 30, "outboundIPs": {"publicIPs": []}, "effectiveOutboundIPs": []}
             },
