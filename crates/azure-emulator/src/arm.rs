@@ -791,12 +791,12 @@ fn cluster_json(world: &World, c: &Cluster) -> Value {
             "networkProfile": {
                 "networkPlugin": "kubenet",
                 "podCidr": "10.244.0.0/16",
-                "serviceCidr": "10.0.0.0/16",
-                "dnsServiceIP": "10.0.0.10",
+                "serviceCidr": c.service_cidr,
+                "dnsServiceIP": c.dns_service_ip,
                 "loadBalancerSku": "standard",
                 "outboundType": "loadBalancer",
                 "podCidrs": ["10.244.0.0/16"],
-                "serviceCidrs": ["10.0.0.0/16"],
+                "serviceCidrs": [c.service_cidr],
                 "ipFamilies": ["IPv4"],
                 "loadBalancerProfile": {"allocatedOutboundPorts": 0, "idleTimeoutInMinutes": 30, "outboundIPs": {"publicIPs": []}, "effectiveOutboundIPs": []}
             },
@@ -1219,8 +1219,8 @@ fn permissions(world: &World, ctx: &Ctx, scope: &str) -> Handled {
             json!({
                 "actions": role.actions,
                 "notActions": role.not_actions,
-                "dataActions": [],
-                "notDataActions": []
+                "dataActions": role.data_actions,
+                "notDataActions": role.not_data_actions
             })
         })
         .collect();
@@ -1259,8 +1259,8 @@ fn role_definition(world: &World, ctx: &Ctx, scope: &str, guid: &str) -> Handled
                 "permissions": [{
                     "actions": role.actions,
                     "notActions": role.not_actions,
-                    "dataActions": [],
-                    "notDataActions": []
+                    "dataActions": role.data_actions,
+                    "notDataActions": role.not_data_actions
                 }]
             }
         }),

@@ -1,8 +1,9 @@
 //! `azure-emulator`: a local stand-in for the Azure endpoints aks-flex-node talks to, speaking
 //! the public REST contracts on 127.0.0.1 — Entra ID tokens (client credentials, device code),
 //! ARM (HybridCompute machines, ContainerService managed clusters, Authorization role
-//! assignments with modelled permissions), Arc HIMDS with its challenge-file flow — plus an
-//! `azcmagent` stand-in, fault injection, a request log and a JSON control API.
+//! assignments with modelled permissions), Arc HIMDS with its challenge-file flow, AKS's Entra ID
+//! webhooks for a real kube-apiserver (TokenReview, SubjectAccessReview with Azure RBAC) — plus
+//! an `azcmagent` stand-in, fault injection, a request log and a JSON control API.
 //!
 //! Start it in-process from tests:
 //!
@@ -24,6 +25,7 @@
 // to the answer; such values are built at most once per request, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod aks;
 mod arm;
 pub mod azcmagent;
 mod control;

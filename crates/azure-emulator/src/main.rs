@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
     name = "flexnode-emulator",
     version,
     about = "Local stand-in for the Azure endpoints aks-flex-node uses (Entra ID, ARM, Arc HIMDS, azcmagent)",
-    after_help = "Examples:\n  flexnode-emulator serve --listen 127.0.0.1:0\n  flexnode-emulator scenario --example > scenario.json\n  FLEXNODE_EMULATOR_URL=http://127.0.0.1:PORT flexnode-emulator azcmagent show\n\nExit codes: 0 success, 1 failure, 2 usage or configuration error."
+    after_help = "Examples:\n  flexnode-emulator serve --listen 127.0.0.1:0\n  flexnode-emulator scenario --example > scenario.json\n  flexnode-emulator webhook-config --url http://127.0.0.1:PORT --out-dir /etc/kubernetes/aks-webhooks\n  FLEXNODE_EMULATOR_URL=http://127.0.0.1:PORT flexnode-emulator azcmagent show\n\nExit codes: 0 success, 1 failure, 2 usage or configuration error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,6 +50,19 @@ enum Command {
         /// Validate a scenario file and report the first problem.
         #[arg(long, value_name = "FILE")]
         check: Option<PathBuf>,
+    },
+    /// Write kube-apiserver's webhook config files (kubeconfig format) for the emulated AKS
+    /// Entra ID authentication (TokenReview) and Azure RBAC authorization (SubjectAccessReview).
+    WebhookConfig {
+        /// The emulator's base URL, as printed by `serve` (e.g. http://127.0.0.1:8642).
+        #[arg(long)]
+        url: String,
+        /// Directory for authn-webhook.yaml and authz-webhook.yaml (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+        /// Name of the scenario cluster to serve (default: the scenario's first cluster).
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
     },
     /// Act as `azcmagent` (connect, show, disconnect, version).
     #[command(disable_help_flag = true)]
@@ -89,6 +102,11 @@ fn main() -> ExitCode {
             ExitCode::from(runtime.block_on(azure_emulator::azcmagent::run(full)) as u8)
         }
         Command::Scenario { example, check } => scenario(example, check),
+        Command::WebhookConfig {
+            url,
+            out_dir,
+            cluster,
+        } => webhook_config(&url, &out_dir, cluster.as_deref()),
         Command::Serve {
             listen,
             scenario,
@@ -147,6 +165,28 @@ fn scenario(example: bool, check: Option<PathBuf>) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn webhook_config(url: &str, out_dir: &std::path::Path, cluster: Option<&str>) -> ExitCode {
+    match azure_emulator::aks::write_webhook_configs(url, cluster, out_dir) {
+        Ok((authn, authz)) => {
+            let out = serde_json::json!({
+                "authentication_config": authn,
+                "authorization_config": authz,
+                "kube_apiserver_flags": [
+                    format!("--authentication-token-webhook-config-file={}", authn.display()),
+                    "--authorization-mode=Node,Webhook,RBAC".to_string(),
+                    format!("--authorization-webhook-config-file={}", authz.display()),
+                ],
+            });
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
     }
 }

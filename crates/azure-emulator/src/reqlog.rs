@@ -1,5 +1,5 @@
 //! The request log: one entry per request served (method, path without query, api-version,
-//! status, caller object id, duration, injected fault), kept in memory and optionally appended
+//! status, caller object id, duration, injected fault, and the AKS webhooks' decisions), kept in memory and optionally appended
 //! to a JSON-lines file. By construction it never holds a header, token, secret or body.
 
 use std::fs::File;
@@ -28,6 +28,14 @@ pub struct RequestLogEntry {
     pub duration_ms: u64,
     /// Id of the fault rule that decided the response, if any.
     pub fault: Option<String>,
+    /// AKS webhooks only: `authenticated` or `unauthenticated` (TokenReview), `allowed` or
+    /// `no_opinion` (SubjectAccessReview).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
+    /// AKS webhooks only: why a token was rejected (`expired`, `invalid`, `wrong_audience`,
+    /// `wrong_tenant`, ...), or the data action a SubjectAccessReview was checked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The in-memory log plus an optional file sink.

@@ -169,10 +169,45 @@ pub struct Cluster {
     /// Cluster CA certificate (PEM) written into kubeconfigs; defaults to a fixed demo CA.
     #[serde(default)]
     pub ca_pem: Option<String>,
+    /// `properties.networkProfile.serviceCidr`.
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: String,
+    /// `properties.networkProfile.dnsServiceIP`: the cluster DNS address kubelets are given. It
+    /// must lie in `service_cidr`.
+    #[serde(default = "default_dns_service_ip")]
+    pub dns_service_ip: String,
 }
 
 fn default_k8s_version() -> String {
     "1.30.6".to_string()
+}
+
+fn default_service_cidr() -> String {
+    "10.0.0.0/16".to_string()
+}
+
+fn default_dns_service_ip() -> String {
+    "10.0.0.10".to_string()
+}
+
+/// Whether `ip` lies in `cidr` (`a.b.c.d/n` or an IPv6 prefix); `None` when either is malformed.
+fn cidr_contains(cidr: &str, ip: &str) -> Option<bool> {
+    use std::net::IpAddr;
+    let (net, len) = cidr.split_once('/')?;
+    let net: IpAddr = net.parse().ok()?;
+    let len: u32 = len.parse().ok()?;
+    let ip: IpAddr = ip.parse().ok()?;
+    let (net, ip, bits) = match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+        (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+        _ => return Some(false),
+    };
+    if len > bits {
+        return None;
+    }
+    let shift = bits - len;
+    let mask = if shift >= 128 { 0 } else { u128::MAX << shift };
+    Some(net & mask == ip & mask)
 }
 
 fn yes() -> bool {
@@ -358,6 +393,8 @@ impl Scenario {
                 fqdn: None,
                 server_url: None,
                 ca_pem: None,
+                service_cidr: default_service_cidr(),
+                dns_service_ip: default_dns_service_ip(),
             }],
             role_assignments: vec![
                 seed(
@@ -490,6 +527,28 @@ impl Scenario {
             if let Some(pem) = &c.ca_pem {
                 if !pem.contains("-----BEGIN CERTIFICATE-----") {
                     return Err(invalid(f("ca_pem"), "must be a PEM certificate"));
+                }
+            }
+            let network = c.service_cidr.split('/').next().unwrap_or_default();
+            if cidr_contains(&c.service_cidr, network).is_none() {
+                return Err(invalid(
+                    f("service_cidr"),
+                    "must be an address prefix such as 10.0.0.0/16",
+                ));
+            }
+            match cidr_contains(&c.service_cidr, &c.dns_service_ip) {
+                Some(true) => {}
+                Some(false) => {
+                    return Err(invalid(
+                        f("dns_service_ip"),
+                        format!("must lie in service_cidr {}", c.service_cidr),
+                    ))
+                }
+                None => {
+                    return Err(invalid(
+                        f("dns_service_ip"),
+                        "must be an IP address such as 10.0.0.10",
+                    ))
                 }
             }
         }
@@ -642,6 +701,22 @@ mod tests {
             err.to_string().contains("role_assignments[0].role"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dns_service_ip_must_lie_in_the_service_cidr() {
+        let mut s = Scenario::demo();
+        s.clusters[0].service_cidr = "172.16.0.0/12".into();
+        s.clusters[0].dns_service_ip = "172.20.0.10".into();
+        s.validate().expect("inside the prefix");
+        s.clusters[0].dns_service_ip = "10.0.0.10".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("clusters[0].dns_service_ip"), "{err}");
+        s.clusters[0].dns_service_ip = "nope".into();
+        assert!(s.validate().is_err());
+        s.clusters[0].service_cidr = "10.0.0.0".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("clusters[0].service_cidr"), "{err}");
     }
 
     #[test]

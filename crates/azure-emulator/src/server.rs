@@ -38,6 +38,15 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct CallerOid(pub String);
 
+/// Set on a response by the AKS webhooks: the review's outcome, for the request log.
+#[derive(Debug, Clone)]
+pub(crate) struct ReviewOutcome {
+    /// `authenticated`, `unauthenticated`, `allowed` or `no_opinion`.
+    pub decision: String,
+    /// Why a token was rejected, or the data action checked.
+    pub detail: Option<String>,
+}
+
 /// Set on a request when a `principal_not_found` fault applies to it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InjectPrincipalNotFound;
@@ -115,6 +124,22 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/hosts/{host}/metadata/identity/oauth2/token",
             get(crate::himds::token_for_host),
+        )
+        .route(
+            crate::aks::TOKEN_REVIEW_PATH,
+            post(crate::aks::token_review_default),
+        )
+        .route(
+            crate::aks::SUBJECT_ACCESS_REVIEW_PATH,
+            post(crate::aks::access_review_default),
+        )
+        .route(
+            "/aks/{cluster}/tokenreview",
+            post(crate::aks::token_review_for),
+        )
+        .route(
+            "/aks/{cluster}/subjectaccessreview",
+            post(crate::aks::access_review_for),
         )
         .nest("/_emulator", crate::control::router())
         .fallback(crate::arm::dispatch)
@@ -194,7 +219,11 @@ async fn layer(
         }
         terminal = decision.terminal;
     }
-    let log = |status: u16, caller: Option<String>| {
+    let log = |status: u16, caller: Option<String>, outcome: Option<ReviewOutcome>| {
+        let (decision, detail) = match outcome {
+            Some(o) => (Some(o.decision), o.detail),
+            None => (None, None),
+        };
         if !is_control {
             shared.log.push(RequestLogEntry {
                 time: time.clone(),
@@ -209,12 +238,14 @@ async fn layer(
                 } else {
                     Some(fault_ids.join(","))
                 },
+                decision,
+                detail,
             });
         }
     };
     match terminal {
         Some((_, Terminal::Reset)) => {
-            log(0, None);
+            log(0, None, None);
             return Err(ResetConnection);
         }
         Some((
@@ -225,7 +256,7 @@ async fn layer(
             },
         )) => {
             let resp = fault_response(&path, status, retry_after_secs);
-            log(status, None);
+            log(status, None, None);
             return Ok(resp);
         }
         Some((_, Terminal::PrincipalNotFound)) => {
@@ -238,7 +269,8 @@ async fn layer(
         Err(never) => match never {},
     };
     let caller = resp.extensions().get::<CallerOid>().map(|c| c.0.clone());
-    log(resp.status().as_u16(), caller);
+    let outcome = resp.extensions().get::<ReviewOutcome>().cloned();
+    log(resp.status().as_u16(), caller, outcome);
     Ok(resp)
 }
 

@@ -410,6 +410,26 @@ impl World {
         })
     }
 
+    /// The first role assignment through which `principal` holds the data action `data_action`
+    /// at `scope` (assignments are inherited down the scope hierarchy, as for actions).
+    pub fn data_action_grant(
+        &self,
+        principal: &str,
+        data_action: &str,
+        scope: &str,
+    ) -> Option<(&RoleAssignment, &'static roles::RoleDefinition)> {
+        self.role_assignments.iter().find_map(|ra| {
+            if !ra.principal_id.eq_ignore_ascii_case(principal)
+                || !roles::scope_covers(&ra.scope, scope)
+            {
+                return None;
+            }
+            roles::by_guid(&ra.role_guid)
+                .filter(|r| r.permits_data(data_action))
+                .map(|r| (ra, r))
+        })
+    }
+
     /// Find a machine by subscription, resource group and name (case-insensitive).
     pub fn machine_index(&self, sub: &str, rg: &str, name: &str) -> Option<usize> {
         self.machines.iter().position(|m| {

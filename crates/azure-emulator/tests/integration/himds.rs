@@ -9,7 +9,7 @@ use crate::{error_code, machine_path, start, H};
 
 const AKS_AAD: &str = "6dae42f8-4368-4678-94ff-3960e28e3630";
 
-async fn mark_connected(h: &H, host: &str, machine: &str) {
+pub async fn mark_connected(h: &H, host: &str, machine: &str) {
     let agent = HostAgent {
         connected: true,
         resource_id: machine_path(machine),

@@ -8,6 +8,7 @@ mod control;
 mod faults;
 mod himds;
 mod login;
+mod webhooks;
 
 use azure_emulator::scenario::{
     ServicePrincipal, DEMO_CLUSTER, DEMO_RESOURCE_GROUP, DEMO_SP_CLIENT_ID, DEMO_SP_SECRET,
