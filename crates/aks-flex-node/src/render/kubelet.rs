@@ -125,6 +125,17 @@ pub fn config_yaml(s: &KubeletSettings) -> String {
     o
 }
 
+/// The `exec` credential API version the kubelet accepts: `client.authentication.k8s.io/v1` exists from
+/// kubelet 1.22; 1.20 and 1.21 reject it ("invalid apiVersion") and take `v1beta1`. The `token` command
+/// answers in whichever version the kubelet asks for (`KUBERNETES_EXEC_INFO`).
+pub fn exec_api_version(version: &str) -> &'static str {
+    if minor(version) >= (1, 22) {
+        "client.authentication.k8s.io/v1"
+    } else {
+        "client.authentication.k8s.io/v1beta1"
+    }
+}
+
 /// `/var/lib/kubelet/kubeconfig`: the cluster plus an exec credential running `aks-flex-node token`.
 pub fn kubeconfig(s: &KubeletSettings) -> String {
     format!(
@@ -147,7 +158,7 @@ users:
 - name: arc-user
   user:
     exec:
-      apiVersion: client.authentication.k8s.io/v1
+      apiVersion: {exec_api}
       command: /usr/local/bin/aks-flex-node
       args:
       - token
@@ -158,6 +169,7 @@ users:
         name = q(&s.cluster_name),
         ca = q(&s.ca_data_b64),
         server = q(&s.server),
+        exec_api = exec_api_version(&s.version),
     )
 }
 
@@ -305,6 +317,26 @@ pub(crate) mod tests {
     #[test]
     fn kubeconfig_golden() {
         insta::assert_snapshot!(kubeconfig(&settings("1.30.4")));
+    }
+
+    #[test]
+    fn kubeconfig_exec_api_version_follows_the_kubelet_version() {
+        // Kubelet 1.20/1.21 reject client.authentication.k8s.io/v1 ("invalid apiVersion").
+        for v in ["1.20.2", "1.21.14"] {
+            let k = kubeconfig(&settings(v));
+            assert!(
+                k.contains("apiVersion: client.authentication.k8s.io/v1beta1\n"),
+                "{v}: {k}"
+            );
+        }
+        for v in ["1.22.0", "1.30.4", "1.35.0"] {
+            let k = kubeconfig(&settings(v));
+            assert!(
+                k.contains("apiVersion: client.authentication.k8s.io/v1\n"),
+                "{v}: {k}"
+            );
+        }
+        insta::assert_snapshot!("kubeconfig_1_20", kubeconfig(&settings("1.20.2")));
     }
 
     #[test]
