@@ -53,6 +53,8 @@ pub struct KubeletSettings {
     pub server: String,
     /// base64 of the CA PEM.
     pub ca_data_b64: String,
+    /// Absolute path of the agent binary the kubeconfig's exec credential runs (`<it> token`).
+    pub exec_command: String,
 }
 
 /// `(major, minor)` of a `1.30.4` version; unparsable versions are treated as the newest.
@@ -159,7 +161,7 @@ users:
   user:
     exec:
       apiVersion: {exec_api}
-      command: /usr/local/bin/aks-flex-node
+      command: {command}
       args:
       - token
       env: null
@@ -170,6 +172,7 @@ users:
         ca = q(&s.ca_data_b64),
         server = q(&s.server),
         exec_api = exec_api_version(&s.version),
+        command = q(&s.exec_command),
     )
 }
 
@@ -300,6 +303,7 @@ pub(crate) mod tests {
             cluster_name: "flex-cluster".into(),
             server: "https://flex-cluster.hcp.westus.azmk8s.io:443".into(),
             ca_data_b64: "Q0EK".into(),
+            exec_command: "/usr/local/bin/aks-flex-node".into(),
         }
     }
 
@@ -337,6 +341,18 @@ pub(crate) mod tests {
             );
         }
         insta::assert_snapshot!("kubeconfig_1_20", kubeconfig(&settings("1.20.2")));
+    }
+
+    #[test]
+    fn kubeconfig_runs_the_given_agent_binary() {
+        let mut s = settings("1.30.4");
+        s.exec_command = "/opt/aks flex/bin/aks-flex-node".into();
+        let k = kubeconfig(&s);
+        assert!(
+            k.contains("      command: \"/opt/aks flex/bin/aks-flex-node\"\n"),
+            "{k}"
+        );
+        assert!(!k.contains("/usr/local/bin"), "{k}");
     }
 
     #[test]

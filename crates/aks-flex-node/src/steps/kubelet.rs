@@ -4,6 +4,7 @@
 //! (`token.sh`, `/etc/kubernetes/kubeconfig`); every change is journaled, so unbootstrap restores them.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use base64::Engine;
 
@@ -38,6 +39,42 @@ pub fn endpoint(ctx: &Context) -> StepResult<ClusterEndpoint> {
             "the cluster's API server is unknown: run the identity phase (it fetches the cluster credentials) or set node.kubelet.serverURL and node.kubelet.caCertData",
         )),
     }
+}
+
+/// Where the agent is usually installed; the exec credential's command when the running binary's own
+/// path cannot be found.
+pub const DEFAULT_AGENT_BIN: &str = "/usr/local/bin/aks-flex-node";
+
+/// The kubeconfig's exec credential command: the running agent binary (`current_exe`, symlinks resolved,
+/// so the same binary always yields the same path and a converged re-run writes nothing), else
+/// [`DEFAULT_AGENT_BIN`] with a warning. Resolved once per process.
+pub fn agent_binary() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| match resolve_agent_binary(std::env::current_exe()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(
+                "cannot find this agent's own binary ({e}); the kubelet's credential plugin will be {DEFAULT_AGENT_BIN}"
+            );
+            DEFAULT_AGENT_BIN.to_string()
+        }
+    })
+}
+
+fn resolve_agent_binary(exe: std::io::Result<PathBuf>) -> Result<String, String> {
+    let exe = exe.map_err(|e| e.to_string())?;
+    // Linux names a binary replaced while it runs (an upgrade) `<path> (deleted)`: the new file at
+    // `<path>` is the one the kubelet should run.
+    let exe = match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(p) => PathBuf::from(p),
+        None => exe,
+    };
+    let real = exe
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", exe.display()))?;
+    real.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("{} is not UTF-8", real.display()))
 }
 
 pub fn settings(ctx: &Context, ep: &ClusterEndpoint) -> render::KubeletSettings {
@@ -75,6 +112,7 @@ pub fn settings(ctx: &Context, ep: &ClusterEndpoint) -> render::KubeletSettings 
         cluster_name: c.azure.target_cluster.name.clone(),
         server: ep.server.clone(),
         ca_data_b64: base64::engine::general_purpose::STANDARD.encode(&ep.ca_pem),
+        exec_command: agent_binary().to_string(),
     }
 }
 
@@ -170,5 +208,35 @@ impl Step for KubeletInstaller {
 
     async fn after_undo(&self, _ctx: &Context) -> StepResult<Vec<Action>> {
         Ok(vec![Action::DaemonReload])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_binary_is_the_canonical_path_of_the_running_exe() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("aks-flex-node-1.2.3");
+        std::fs::write(&real, b"bin").unwrap();
+        let link = dir.path().join("aks-flex-node");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let want = real.canonicalize().unwrap().display().to_string();
+        // Through a symlink or not, the same binary gives the same path (no rewrite on re-runs).
+        assert_eq!(resolve_agent_binary(Ok(link.clone())).unwrap(), want);
+        assert_eq!(resolve_agent_binary(Ok(real.clone())).unwrap(), want);
+        // A binary replaced while running: the file now at that path.
+        let deleted = PathBuf::from(format!("{} (deleted)", real.display()));
+        assert_eq!(resolve_agent_binary(Ok(deleted)).unwrap(), want);
+        assert!(resolve_agent_binary(Err(std::io::Error::other("no /proc"))).is_err());
+        assert!(resolve_agent_binary(Ok(dir.path().join("gone"))).is_err());
+    }
+
+    #[test]
+    fn agent_binary_is_absolute_and_stable() {
+        let a = agent_binary();
+        assert!(Path::new(a).is_absolute(), "{a}");
+        assert_eq!(a, agent_binary());
     }
 }
