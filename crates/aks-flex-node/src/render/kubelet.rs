@@ -244,21 +244,34 @@ pub fn tls_dropin() -> String {
     )
 }
 
-/// The original's unit; `--pod-manifest-path` and `--enable-server` now live in config.yaml.
+/// The kubelet unit. Differences from the original's (AKS's) unit, all from a real systemd node:
+/// - `RestartSec=10` (kubeadm's) and `StartLimitIntervalSec=0`: with systemd's defaults (100 ms, 5 starts
+///   per 10 s) a kubelet that fails at once (API server or containerd not up yet) is `failed` for good
+///   within ~3 s and needs `reset-failed`.
+/// - ordered after containerd and the network, which it wants but does not require (a containerd restart
+///   must not stop the kubelet).
+/// - no `ExecStartPre` bind-mounting `/var/lib/kubelet` onto itself and making it shared: AKS inherited
+///   that from running the kubelet in a container (hyperkube), where mount propagation needed it. A host
+///   kubelet sets up its own mount propagation; the mount was never undone and made unbootstrap's
+///   `rmdir /var/lib/kubelet` fail with EBUSY.
+/// - no `ebtables`/`iptables -t nat --list` either: they only loaded the nat table modules, which the
+///   kernel loads on first use by the kubelet and the CNI plugins anyway (and ebtables is often absent).
+///
+/// `--pod-manifest-path` and `--enable-server` live in config.yaml.
 pub fn unit(s: &KubeletSettings) -> String {
     format!(
         r#"[Unit]
 Description=Kubelet
 ConditionPathExists=/usr/local/bin/kubelet
+Wants=containerd.service network-online.target
+After=containerd.service network-online.target
+StartLimitIntervalSec=0
 
 [Service]
 Restart=always
+RestartSec=10
 EnvironmentFile=/etc/default/kubelet
 SuccessExitStatus=143
-ExecStartPre=/bin/bash -c "if [ $$(mount | grep \"/var/lib/kubelet\" | wc -l) -le 0 ] ; then /bin/mount --bind /var/lib/kubelet /var/lib/kubelet ; fi"
-ExecStartPre=/bin/mount --make-shared /var/lib/kubelet
-ExecStartPre=-/sbin/ebtables -t nat --list
-ExecStartPre=-/sbin/iptables -t nat --numeric --list
 ExecStart=/usr/local/bin/kubelet \
         --node-labels="${{KUBELET_NODE_LABELS}}" \
         --volume-plugin-dir={vol} \
@@ -367,6 +380,27 @@ pub(crate) mod tests {
         let l = labels(&settings("1.30.4"));
         assert!(l.contains("kubernetes.azure.com/managed=false"), "{l}");
         assert!(!l.contains("managed=true"), "{l}");
+    }
+
+    #[test]
+    fn unit_keeps_restarting_and_leaves_no_mount_behind() {
+        let u = unit(&settings("1.20.2"));
+        for line in [
+            "Restart=always\n",
+            "RestartSec=10\n",
+            "StartLimitIntervalSec=0\n",
+            "After=containerd.service network-online.target\n",
+            "Wants=containerd.service network-online.target\n",
+        ] {
+            assert!(u.contains(line), "{line}: {u}");
+        }
+        // StartLimitIntervalSec= is a [Unit] setting.
+        let (unit_section, service) = u.split_once("[Service]").unwrap();
+        assert!(unit_section.contains("StartLimitIntervalSec=0"), "{u}");
+        assert!(!service.contains("StartLimit"), "{u}");
+        assert!(!u.contains("Requires="), "{u}");
+        assert!(!u.contains("mount"), "{u}");
+        assert!(!u.contains("ExecStartPre"), "{u}");
     }
 
     #[test]
