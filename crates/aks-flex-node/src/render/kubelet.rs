@@ -14,6 +14,8 @@ pub const CONTAINERD_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-co
 pub const TLS_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-tlsbootstrap.conf";
 pub const RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 pub const MANAGED_LABEL: (&str, &str) = ("kubernetes.azure.com/managed", "false");
+/// AKS's cluster domain (not configurable in AKS either): pods get `<ns>.svc.cluster.local` search paths.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// The original's cipher suites.
 pub const TLS_CIPHER_SUITES: [&str; 8] = [
@@ -98,6 +100,7 @@ pub fn config_yaml(s: &KubeletSettings) -> String {
     if let Some(dns) = &s.cluster_dns {
         o.push_str(&format!("clusterDNS:\n- {}\n", q(dns)));
     }
+    o.push_str(&format!("clusterDomain: {}\n", q(CLUSTER_DOMAIN)));
     if v >= (1, 27) {
         o.push_str(&format!(
             "containerRuntimeEndpoint: {}\n",
@@ -329,6 +332,20 @@ pub(crate) mod tests {
     fn config_yaml_1_20_has_no_runtime_endpoint_field() {
         let t = config_yaml(&settings("1.20.2"));
         assert!(!t.contains("containerRuntimeEndpoint"), "{t}");
+    }
+
+    #[test]
+    fn config_yaml_sets_the_cluster_domain_on_every_version() {
+        for v in ["1.20.2", "1.30.4", "1.35.0"] {
+            let t = config_yaml(&settings(v));
+            assert!(t.contains("clusterDomain: \"cluster.local\"\n"), "{v}: {t}");
+            assert!(t.contains("clusterDNS:\n- \"10.0.0.10\"\n"), "{v}: {t}");
+        }
+        let mut s = settings("1.30.4");
+        s.cluster_dns = None;
+        let t = config_yaml(&s);
+        assert!(!t.contains("clusterDNS"), "{t}");
+        assert!(t.contains("clusterDomain"), "{t}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub fn endpoint(ctx: &Context) -> StepResult<ClusterEndpoint> {
             Ok(ClusterEndpoint {
                 server: server.clone(),
                 ca_pem,
+                dns_service_ip: None,
             })
         }
         _ => Err(StepError::failed(
@@ -106,7 +107,12 @@ pub fn settings(ctx: &Context, ep: &ClusterEndpoint) -> render::KubeletSettings 
         pause_image: c.containerd.pause_image.clone(),
         resolv_conf: resolv.into(),
         client_ca_file: certs.join("ca.crt").display().to_string(),
-        cluster_dns: c.networking.dns_service_ip.map(|i| i.to_string()),
+        // The config wins; else the managed cluster's DNS service, read by the identity phase.
+        cluster_dns: c
+            .networking
+            .dns_service_ip
+            .or(ep.dns_service_ip)
+            .map(|i| i.to_string()),
         manifests_dir: c.paths.kubernetes.manifests_dir.display().to_string(),
         volume_plugin_dir: c.paths.kubernetes.volume_plugin_dir.display().to_string(),
         cluster_name: c.azure.target_cluster.name.clone(),
@@ -213,7 +219,65 @@ impl Step for KubeletInstaller {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::host::Host;
+
+    /// A context over a sandbox root with a minimal config plus `extra` (merged at the top level).
+    pub(crate) fn ctx(root: &Path, extra: serde_json::Value) -> Context {
+        let mut v = serde_json::json!({
+            "azure": {
+                "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "targetCluster": {
+                    "resourceId": "/subscriptions/8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8/resourceGroups/flex-rg/providers/Microsoft.ContainerService/managedClusters/flex-cluster",
+                    "location": "westus"
+                }
+            },
+            "agent": { "nodeName": "flex-node-1" },
+            "kubernetes": { "version": "1.30.4" }
+        });
+        if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+            v.extend(extra);
+        }
+        let env = |_: &str| None;
+        let opts = crate::config::LoadOptions {
+            hostname: "flex-node-1".into(),
+            env: &env,
+        };
+        let cfg = crate::config::load_str(&v.to_string(), "test", &opts)
+            .unwrap()
+            .config;
+        Context::new(Arc::new(cfg), Arc::new(Host::new(root).unwrap())).unwrap()
+    }
+
+    fn ep(dns: Option<&str>) -> ClusterEndpoint {
+        ClusterEndpoint {
+            server: "https://c.hcp.westus.azmk8s.io:443".into(),
+            ca_pem: b"CA".to_vec(),
+            dns_service_ip: dns.map(|d| d.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn cluster_dns_defaults_to_the_clusters_dns_service() {
+        let root = tempfile::tempdir().unwrap();
+        let c = ctx(root.path(), serde_json::json!({}));
+        // From the managed cluster when the config sets none.
+        let s = settings(&c, &ep(Some("10.0.0.10")));
+        assert_eq!(s.cluster_dns.as_deref(), Some("10.0.0.10"));
+        assert!(render::config_yaml(&s).contains("clusterDNS:\n- \"10.0.0.10\"\n"));
+        assert_eq!(settings(&c, &ep(None)).cluster_dns, None);
+        // networking.dnsServiceIP wins.
+        let c = ctx(
+            root.path(),
+            serde_json::json!({"networking": {"dnsServiceIP": "10.96.0.10"}}),
+        );
+        assert_eq!(
+            settings(&c, &ep(Some("10.0.0.10"))).cluster_dns.as_deref(),
+            Some("10.96.0.10")
+        );
+    }
 
     #[test]
     fn agent_binary_is_the_canonical_path_of_the_running_exe() {
