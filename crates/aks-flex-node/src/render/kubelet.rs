@@ -67,6 +67,36 @@ pub fn minor(version: &str) -> (u32, u32) {
     (maj, min)
 }
 
+/// The kubelet's own default hard-eviction thresholds on Linux (`pkg/kubelet/eviction/defaults_linux.go`):
+/// `imagefs.inodesFree` joined them in 1.30 (kubernetes#121834).
+pub fn default_eviction_hard(version: &str) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = [
+        ("memory.available", "100Mi"),
+        ("nodefs.available", "10%"),
+        ("nodefs.inodesFree", "5%"),
+        ("imagefs.available", "15%"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if minor(version) >= (1, 30) {
+        m.insert("imagefs.inodesFree".into(), "5%".into());
+    }
+    m
+}
+
+/// `evictionHard` as written: empty when the user set nothing (the kubelet applies its defaults itself),
+/// else the kubelet's defaults overlaid with the user's values. The kubelet does not merge: a partial map
+/// sets every unlisted signal to 0, silently disabling it.
+pub fn eviction_hard(s: &KubeletSettings) -> BTreeMap<String, String> {
+    if s.eviction_hard.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut m = default_eviction_hard(&s.version);
+    m.extend(s.eviction_hard.clone());
+    m
+}
+
 fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
@@ -110,8 +140,8 @@ pub fn config_yaml(s: &KubeletSettings) -> String {
     o.push_str("enforceNodeAllocatable:\n- pods\n");
     o.push_str("eventRecordQPS: 0\n");
     // An empty map is omitted so the kubelet keeps its default hard-eviction thresholds (the original
-    // passed `--eviction-hard=` and disabled them).
-    map_yaml(&mut o, "evictionHard", &s.eviction_hard);
+    // passed `--eviction-hard=` and disabled them); a partial one is completed with those defaults.
+    map_yaml(&mut o, "evictionHard", &eviction_hard(s));
     o.push_str(&format!(
         "imageGCHighThresholdPercent: {}\nimageGCLowThresholdPercent: {}\n",
         s.image_gc_high, s.image_gc_low
@@ -346,6 +376,38 @@ pub(crate) mod tests {
         let t = config_yaml(&s);
         assert!(!t.contains("clusterDNS"), "{t}");
         assert!(t.contains("clusterDomain"), "{t}");
+    }
+
+    #[test]
+    fn partial_eviction_hard_keeps_the_other_defaults() {
+        // Only memory.available given: the user's value wins, the other defaults are kept.
+        let mut s = settings("1.20.2");
+        s.eviction_hard = BTreeMap::from([("memory.available".into(), "500Mi".into())]);
+        let t = config_yaml(&s);
+        assert!(
+            t.contains(
+                "evictionHard:\n  \"imagefs.available\": \"15%\"\n  \"memory.available\": \"500Mi\"\n  \"nodefs.available\": \"10%\"\n  \"nodefs.inodesFree\": \"5%\"\nimageGC"
+            ),
+            "{t}"
+        );
+        // imagefs.inodesFree is a kubelet default from 1.30 only.
+        s.version = "1.30.4".into();
+        assert_eq!(eviction_hard(&s)["imagefs.inodesFree"], "5%");
+        assert_eq!(eviction_hard(&s)["memory.available"], "500Mi");
+        s.version = "1.29.9".into();
+        assert!(!eviction_hard(&s).contains_key("imagefs.inodesFree"));
+        // A user value for a signal without a default (and one overriding it) is kept.
+        s.eviction_hard = BTreeMap::from([
+            ("pid.available".into(), "3%".into()),
+            ("nodefs.available".into(), "20%".into()),
+        ]);
+        let m = eviction_hard(&s);
+        assert_eq!(m["pid.available"], "3%");
+        assert_eq!(m["nodefs.available"], "20%");
+        assert_eq!(m["memory.available"], "100Mi");
+        // Nothing set: omitted, the kubelet applies its own defaults.
+        s.eviction_hard.clear();
+        assert!(!config_yaml(&s).contains("evictionHard"));
     }
 
     #[test]
