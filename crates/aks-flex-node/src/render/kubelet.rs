@@ -57,6 +57,8 @@ pub struct KubeletSettings {
     pub ca_data_b64: String,
     /// Absolute path of the agent binary the kubeconfig's exec credential runs (`<it> token`).
     pub exec_command: String,
+    /// The host uses the unified cgroup hierarchy (`/sys/fs/cgroup/cgroup.controllers` exists).
+    pub cgroup_v2: bool,
 }
 
 /// `(major, minor)` of a `1.30.4` version; unparsable versions are treated as the newest.
@@ -95,6 +97,12 @@ pub fn eviction_hard(s: &KubeletSettings) -> BTreeMap<String, String> {
     let mut m = default_eviction_hard(&s.version);
     m.extend(s.eviction_hard.clone());
     m
+}
+
+/// `failCgroupV1: false` is needed (and allowed) only on a cgroup v1 host with a kubelet that knows the
+/// field (1.31+); from 1.35 the kubelet refuses to start on cgroup v1 without it.
+pub fn needs_fail_cgroup_v1_false(s: &KubeletSettings) -> bool {
+    !s.cgroup_v2 && minor(&s.version) >= (1, 31)
 }
 
 fn q(s: &str) -> String {
@@ -142,6 +150,10 @@ pub fn config_yaml(s: &KubeletSettings) -> String {
     // An empty map is omitted so the kubelet keeps its default hard-eviction thresholds (the original
     // passed `--eviction-hard=` and disabled them); a partial one is completed with those defaults.
     map_yaml(&mut o, "evictionHard", &eviction_hard(s));
+    if needs_fail_cgroup_v1_false(s) {
+        // Cgroup v1 is deprecated (maintenance mode since 1.31); keep the kubelet starting on such hosts.
+        o.push_str("failCgroupV1: false\n");
+    }
     o.push_str(&format!(
         "imageGCHighThresholdPercent: {}\nimageGCLowThresholdPercent: {}\n",
         s.image_gc_high, s.image_gc_low
@@ -350,12 +362,60 @@ pub(crate) mod tests {
             server: "https://flex-cluster.hcp.westus.azmk8s.io:443".into(),
             ca_data_b64: "Q0EK".into(),
             exec_command: "/usr/local/bin/aks-flex-node".into(),
+            cgroup_v2: true,
         }
     }
 
     #[test]
     fn config_yaml_golden() {
         insta::assert_snapshot!(config_yaml(&settings("1.30.4")));
+    }
+
+    #[test]
+    fn config_yaml_1_20_has_only_fields_kubelet_1_20_knows() {
+        // KubeletConfiguration v1beta1 fields of kubelet 1.20 that the renderer may write. A field added
+        // later (containerRuntimeEndpoint 1.27, failCgroupV1 1.31, ...) must stay out: a cgroup v1 host
+        // and a partial evictionHard exercise every optional branch.
+        const KNOWN_1_20: [&str; 25] = [
+            "apiVersion",
+            "kind",
+            "address",
+            "authentication",
+            "authorization",
+            "cgroupDriver",
+            "cgroupsPerQOS",
+            "clusterDNS",
+            "clusterDomain",
+            "enforceNodeAllocatable",
+            "eventRecordQPS",
+            "evictionHard",
+            "imageGCHighThresholdPercent",
+            "imageGCLowThresholdPercent",
+            "kubeReserved",
+            "maxPods",
+            "nodeStatusUpdateFrequency",
+            "podPidsLimit",
+            "protectKernelDefaults",
+            "readOnlyPort",
+            "resolvConf",
+            "runtimeRequestTimeout",
+            "staticPodPath",
+            "streamingConnectionIdleTimeout",
+            "tlsCipherSuites",
+        ];
+        let mut s = settings("1.20.2");
+        s.cgroup_v2 = false;
+        let t = config_yaml(&s);
+        for line in t.lines() {
+            if line.starts_with(['#', ' ', '-']) {
+                continue;
+            }
+            let key = line.split(':').next().unwrap();
+            assert!(
+                KNOWN_1_20.contains(&key),
+                "{key} is unknown to kubelet 1.20:\n{t}"
+            );
+        }
     }
 
     #[test]
@@ -408,6 +468,25 @@ pub(crate) mod tests {
         // Nothing set: omitted, the kubelet applies its own defaults.
         s.eviction_hard.clear();
         assert!(!config_yaml(&s).contains("evictionHard"));
+    }
+
+    #[test]
+    fn cgroup_v1_hosts_get_fail_cgroup_v1_false_where_the_field_exists() {
+        let mut s = settings("1.35.0");
+        s.cgroup_v2 = false;
+        insta::assert_snapshot!("config_yaml_1_35_cgroup_v1", config_yaml(&s));
+        assert!(config_yaml(&s).contains("\nfailCgroupV1: false\n"));
+        s.version = "1.31.0".into();
+        assert!(config_yaml(&s).contains("\nfailCgroupV1: false\n"));
+        // Older kubelets do not know the field.
+        for v in ["1.20.2", "1.30.4"] {
+            s.version = v.into();
+            assert!(!config_yaml(&s).contains("failCgroupV1"), "{v}");
+        }
+        // cgroup v2: never written.
+        let mut s = settings("1.35.0");
+        s.cgroup_v2 = true;
+        assert!(!config_yaml(&s).contains("failCgroupV1"));
     }
 
     #[test]

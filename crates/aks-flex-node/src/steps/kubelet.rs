@@ -4,7 +4,7 @@
 //! (`token.sh`, `/etc/kubernetes/kubeconfig`); every change is journaled, so unbootstrap restores them.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 use base64::Engine;
 
@@ -78,6 +78,18 @@ fn resolve_agent_binary(exe: std::io::Result<PathBuf>) -> Result<String, String>
         .ok_or_else(|| format!("{} is not UTF-8", real.display()))
 }
 
+/// Present only on the unified (v2) cgroup hierarchy.
+pub const CGROUP_V2_MARKER: &str = "/sys/fs/cgroup/cgroup.controllers";
+
+/// Whether the host (under the root) uses cgroup v2. An unreadable answer counts as v1: the only effect is
+/// `failCgroupV1: false`, which a kubelet on cgroup v2 ignores.
+pub fn cgroup_v2(ctx: &Context) -> bool {
+    ctx.host
+        .fs
+        .exists(Path::new(CGROUP_V2_MARKER))
+        .unwrap_or(false)
+}
+
 pub fn settings(ctx: &Context, ep: &ClusterEndpoint) -> render::KubeletSettings {
     let c = &ctx.config;
     let k = &c.node.kubelet;
@@ -119,6 +131,20 @@ pub fn settings(ctx: &Context, ep: &ClusterEndpoint) -> render::KubeletSettings 
         server: ep.server.clone(),
         ca_data_b64: base64::engine::general_purpose::STANDARD.encode(&ep.ca_pem),
         exec_command: agent_binary().to_string(),
+        cgroup_v2: cgroup_v2(ctx),
+    }
+}
+
+/// Once per process (the daemon re-plans every few minutes): say that cgroup v1 is on its way out.
+fn warn_cgroup_v1(s: &render::KubeletSettings) {
+    static WARNED: Once = Once::new();
+    if render::needs_fail_cgroup_v1_false(s) {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "this host uses cgroup v1, which Kubernetes deprecated (kubelet {} refuses it by default): setting failCgroupV1: false so the kubelet starts; move the host to cgroup v2 (systemd.unified_cgroup_hierarchy=1)",
+                s.version
+            )
+        });
     }
 }
 
@@ -150,6 +176,7 @@ impl Step for KubeletInstaller {
         let host = &ctx.host;
         let ep = endpoint(ctx)?;
         let s = settings(ctx, &ep);
+        warn_cgroup_v1(&s);
         let paths = &ctx.config.paths.kubernetes;
         let mut actions = Vec::new();
         for leftover in LEFTOVERS {
@@ -257,6 +284,27 @@ mod tests {
             ca_pem: b"CA".to_vec(),
             dns_service_ip: dns.map(|d| d.parse().unwrap()),
         }
+    }
+
+    #[test]
+    fn cgroup_version_is_read_under_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let c = ctx(
+            root.path(),
+            serde_json::json!({"kubernetes": {"version": "1.35.0"}}),
+        );
+        let s = settings(&c, &ep(None));
+        assert!(!s.cgroup_v2);
+        assert!(render::config_yaml(&s).contains("\nfailCgroupV1: false\n"));
+        std::fs::create_dir_all(root.path().join("sys/fs/cgroup")).unwrap();
+        std::fs::write(
+            root.path().join("sys/fs/cgroup/cgroup.controllers"),
+            "cpu memory\n",
+        )
+        .unwrap();
+        let s = settings(&c, &ep(None));
+        assert!(s.cgroup_v2);
+        assert!(!render::config_yaml(&s).contains("failCgroupV1"));
     }
 
     #[test]
