@@ -196,6 +196,23 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
     );
     assert!(w.writes_since(0).is_empty(), "{:?}", w.writes_since(0));
     assert!(!text(&out).contains(secret));
+    // The kubelet's clusterDNS defaults to the managed cluster's networkProfile.dnsServiceIP.
+    let kubelet_config = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "KubeletInstaller")
+        .flat_map(|s| s["actions"].as_array().unwrap())
+        .find(|a| a["path"] == "/var/lib/kubelet/config.yaml")
+        .expect("KubeletInstaller writes config.yaml")["diff"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        kubelet_config
+            .contains("+clusterDNS:\n+- \"10.0.0.10\"\n+clusterDomain: \"cluster.local\"\n"),
+        "{kubelet_config}"
+    );
 
     // Bootstrap, while watching every process's argv for secrets and tokens.
     let stop = Arc::new(AtomicBool::new(false));

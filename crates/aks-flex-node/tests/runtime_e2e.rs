@@ -142,9 +142,12 @@ async fn bootstrap_converges_reruns_write_nothing_and_unbootstrap_restores_the_r
     assert!(toml.contains("address = \"127.0.0.1:10257\""));
     assert_eq!(mode("/var/lib/kubelet/kubeconfig"), 0o600);
     let kc = String::from_utf8(read("/var/lib/kubelet/kubeconfig")).unwrap();
+    // The exec credential runs the agent binary that wrote it (symlinks resolved).
+    let agent = std::fs::canonicalize(env!("CARGO_BIN_EXE_aks-flex-node")).unwrap();
     assert!(
-        kc.contains("command: /usr/local/bin/aks-flex-node")
-            && kc.contains("client.authentication.k8s.io/v1\n")
+        kc.contains(&format!("command: \"{}\"\n", agent.display()))
+            && kc.contains("client.authentication.k8s.io/v1\n"),
+        "{kc}"
     );
     assert!(String::from_utf8(read("/etc/default/kubelet"))
         .unwrap()

@@ -13,6 +13,8 @@ pub struct ClusterInfo {
     pub azure_rbac: bool,
     pub fqdn: Option<String>,
     pub kubernetes_version: Option<String>,
+    /// `properties.networkProfile.dnsServiceIP` (the cluster DNS service; absent or unparsable: None).
+    pub dns_service_ip: Option<std::net::IpAddr>,
 }
 
 /// GET the cluster; a missing cluster is an error naming the resource ID.
@@ -32,7 +34,20 @@ pub async fn get_cluster(arm: &ArmClient, resource_id: &str) -> Result<ClusterIn
             .unwrap_or(false),
         fqdn: p["fqdn"].as_str().map(str::to_string),
         kubernetes_version: p["kubernetesVersion"].as_str().map(str::to_string),
+        dns_service_ip: dns_service_ip(p),
     })
+}
+
+/// The cluster DNS service IP from a managed cluster's `properties`.
+fn dns_service_ip(properties: &Value) -> Option<std::net::IpAddr> {
+    let raw = properties["networkProfile"]["dnsServiceIP"].as_str()?;
+    match raw.trim().parse() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            tracing::warn!("the cluster's networkProfile.dnsServiceIP {raw:?} is not an IP address; ignoring it (set networking.dnsServiceIP)");
+            None
+        }
+    }
 }
 
 /// Fail unless the cluster uses Azure RBAC for Kubernetes authorization (nodes authenticate with their
@@ -110,7 +125,11 @@ pub fn endpoint_from_credential_result(
     if !server.starts_with("https://") {
         return Err(format!("the cluster server {server:?} is not an https URL"));
     }
-    Ok(crate::steps::ClusterEndpoint { server, ca_pem })
+    Ok(crate::steps::ClusterEndpoint {
+        server,
+        ca_pem,
+        dns_service_ip: None,
+    })
 }
 
 /// The `server` and `certificate-authority-data` of the first entry under `clusters:`.
@@ -194,11 +213,25 @@ mod tests {
     }
 
     #[test]
+    fn dns_service_ip_comes_from_the_network_profile() {
+        let p = serde_json::json!({"networkProfile": {"dnsServiceIP": "10.0.0.10", "serviceCidr": "10.0.0.0/16"}});
+        assert_eq!(dns_service_ip(&p), Some("10.0.0.10".parse().unwrap()));
+        let v6 = serde_json::json!({"networkProfile": {"dnsServiceIP": "fd00::a"}});
+        assert_eq!(dns_service_ip(&v6), Some("fd00::a".parse().unwrap()));
+        assert_eq!(dns_service_ip(&serde_json::json!({})), None);
+        assert_eq!(
+            dns_service_ip(&serde_json::json!({"networkProfile": {"dnsServiceIP": "not-an-ip"}})),
+            None
+        );
+    }
+
+    #[test]
     fn rbac_error_says_how_to_enable_it() {
         let info = ClusterInfo {
             azure_rbac: false,
             fqdn: None,
             kubernetes_version: None,
+            dns_service_ip: None,
         };
         let e = require_azure_rbac(&info, "/subscriptions/s/resourceGroups/rg1/providers/Microsoft.ContainerService/managedClusters/c1")
             .unwrap_err()

@@ -14,6 +14,8 @@ pub const CONTAINERD_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-co
 pub const TLS_DROPIN: &str = "/etc/systemd/system/kubelet.service.d/10-tlsbootstrap.conf";
 pub const RUNTIME_ENDPOINT: &str = "unix:///run/containerd/containerd.sock";
 pub const MANAGED_LABEL: (&str, &str) = ("kubernetes.azure.com/managed", "false");
+/// AKS's cluster domain (not configurable in AKS either): pods get `<ns>.svc.cluster.local` search paths.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// The original's cipher suites.
 pub const TLS_CIPHER_SUITES: [&str; 8] = [
@@ -53,6 +55,10 @@ pub struct KubeletSettings {
     pub server: String,
     /// base64 of the CA PEM.
     pub ca_data_b64: String,
+    /// Absolute path of the agent binary the kubeconfig's exec credential runs (`<it> token`).
+    pub exec_command: String,
+    /// The host uses the unified cgroup hierarchy (`/sys/fs/cgroup/cgroup.controllers` exists).
+    pub cgroup_v2: bool,
 }
 
 /// `(major, minor)` of a `1.30.4` version; unparsable versions are treated as the newest.
@@ -61,6 +67,42 @@ pub fn minor(version: &str) -> (u32, u32) {
     let maj = it.next().and_then(|m| m.parse().ok()).unwrap_or(u32::MAX);
     let min = it.next().and_then(|m| m.parse().ok()).unwrap_or(u32::MAX);
     (maj, min)
+}
+
+/// The kubelet's own default hard-eviction thresholds on Linux (`pkg/kubelet/eviction/defaults_linux.go`):
+/// `imagefs.inodesFree` joined them in 1.30 (kubernetes#121834).
+pub fn default_eviction_hard(version: &str) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = [
+        ("memory.available", "100Mi"),
+        ("nodefs.available", "10%"),
+        ("nodefs.inodesFree", "5%"),
+        ("imagefs.available", "15%"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    if minor(version) >= (1, 30) {
+        m.insert("imagefs.inodesFree".into(), "5%".into());
+    }
+    m
+}
+
+/// `evictionHard` as written: empty when the user set nothing (the kubelet applies its defaults itself),
+/// else the kubelet's defaults overlaid with the user's values. The kubelet does not merge: a partial map
+/// sets every unlisted signal to 0, silently disabling it.
+pub fn eviction_hard(s: &KubeletSettings) -> BTreeMap<String, String> {
+    if s.eviction_hard.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut m = default_eviction_hard(&s.version);
+    m.extend(s.eviction_hard.clone());
+    m
+}
+
+/// `failCgroupV1: false` is needed (and allowed) only on a cgroup v1 host with a kubelet that knows the
+/// field (1.31+); from 1.35 the kubelet refuses to start on cgroup v1 without it.
+pub fn needs_fail_cgroup_v1_false(s: &KubeletSettings) -> bool {
+    !s.cgroup_v2 && minor(&s.version) >= (1, 31)
 }
 
 fn q(s: &str) -> String {
@@ -96,6 +138,7 @@ pub fn config_yaml(s: &KubeletSettings) -> String {
     if let Some(dns) = &s.cluster_dns {
         o.push_str(&format!("clusterDNS:\n- {}\n", q(dns)));
     }
+    o.push_str(&format!("clusterDomain: {}\n", q(CLUSTER_DOMAIN)));
     if v >= (1, 27) {
         o.push_str(&format!(
             "containerRuntimeEndpoint: {}\n",
@@ -105,8 +148,12 @@ pub fn config_yaml(s: &KubeletSettings) -> String {
     o.push_str("enforceNodeAllocatable:\n- pods\n");
     o.push_str("eventRecordQPS: 0\n");
     // An empty map is omitted so the kubelet keeps its default hard-eviction thresholds (the original
-    // passed `--eviction-hard=` and disabled them).
-    map_yaml(&mut o, "evictionHard", &s.eviction_hard);
+    // passed `--eviction-hard=` and disabled them); a partial one is completed with those defaults.
+    map_yaml(&mut o, "evictionHard", &eviction_hard(s));
+    if needs_fail_cgroup_v1_false(s) {
+        // Cgroup v1 is deprecated (maintenance mode since 1.31); keep the kubelet starting on such hosts.
+        o.push_str("failCgroupV1: false\n");
+    }
     o.push_str(&format!(
         "imageGCHighThresholdPercent: {}\nimageGCLowThresholdPercent: {}\n",
         s.image_gc_high, s.image_gc_low
@@ -123,6 +170,17 @@ pub fn config_yaml(s: &KubeletSettings) -> String {
         o.push_str(&format!("- {c}\n"));
     }
     o
+}
+
+/// The `exec` credential API version the kubelet accepts: `client.authentication.k8s.io/v1` exists from
+/// kubelet 1.22; 1.20 and 1.21 reject it ("invalid apiVersion") and take `v1beta1`. The `token` command
+/// answers in whichever version the kubelet asks for (`KUBERNETES_EXEC_INFO`).
+pub fn exec_api_version(version: &str) -> &'static str {
+    if minor(version) >= (1, 22) {
+        "client.authentication.k8s.io/v1"
+    } else {
+        "client.authentication.k8s.io/v1beta1"
+    }
 }
 
 /// `/var/lib/kubelet/kubeconfig`: the cluster plus an exec credential running `aks-flex-node token`.
@@ -147,8 +205,8 @@ users:
 - name: arc-user
   user:
     exec:
-      apiVersion: client.authentication.k8s.io/v1
-      command: /usr/local/bin/aks-flex-node
+      apiVersion: {exec_api}
+      command: {command}
       args:
       - token
       env: null
@@ -158,6 +216,8 @@ users:
         name = q(&s.cluster_name),
         ca = q(&s.ca_data_b64),
         server = q(&s.server),
+        exec_api = exec_api_version(&s.version),
+        command = q(&s.exec_command),
     )
 }
 
@@ -229,21 +289,34 @@ pub fn tls_dropin() -> String {
     )
 }
 
-/// The original's unit; `--pod-manifest-path` and `--enable-server` now live in config.yaml.
+/// The kubelet unit. Differences from the original's (AKS's) unit, all from a real systemd node:
+/// - `RestartSec=10` (kubeadm's) and `StartLimitIntervalSec=0`: with systemd's defaults (100 ms, 5 starts
+///   per 10 s) a kubelet that fails at once (API server or containerd not up yet) is `failed` for good
+///   within ~3 s and needs `reset-failed`.
+/// - ordered after containerd and the network, which it wants but does not require (a containerd restart
+///   must not stop the kubelet).
+/// - no `ExecStartPre` bind-mounting `/var/lib/kubelet` onto itself and making it shared: AKS inherited
+///   that from running the kubelet in a container (hyperkube), where mount propagation needed it. A host
+///   kubelet sets up its own mount propagation; the mount was never undone and made unbootstrap's
+///   `rmdir /var/lib/kubelet` fail with EBUSY.
+/// - no `ebtables`/`iptables -t nat --list` either: they only loaded the nat table modules, which the
+///   kernel loads on first use by the kubelet and the CNI plugins anyway (and ebtables is often absent).
+///
+/// `--pod-manifest-path` and `--enable-server` live in config.yaml.
 pub fn unit(s: &KubeletSettings) -> String {
     format!(
         r#"[Unit]
 Description=Kubelet
 ConditionPathExists=/usr/local/bin/kubelet
+Wants=containerd.service network-online.target
+After=containerd.service network-online.target
+StartLimitIntervalSec=0
 
 [Service]
 Restart=always
+RestartSec=10
 EnvironmentFile=/etc/default/kubelet
 SuccessExitStatus=143
-ExecStartPre=/bin/bash -c "if [ $$(mount | grep \"/var/lib/kubelet\" | wc -l) -le 0 ] ; then /bin/mount --bind /var/lib/kubelet /var/lib/kubelet ; fi"
-ExecStartPre=/bin/mount --make-shared /var/lib/kubelet
-ExecStartPre=-/sbin/ebtables -t nat --list
-ExecStartPre=-/sbin/iptables -t nat --numeric --list
 ExecStart=/usr/local/bin/kubelet \
         --node-labels="${{KUBELET_NODE_LABELS}}" \
         --volume-plugin-dir={vol} \
@@ -288,6 +361,8 @@ pub(crate) mod tests {
             cluster_name: "flex-cluster".into(),
             server: "https://flex-cluster.hcp.westus.azmk8s.io:443".into(),
             ca_data_b64: "Q0EK".into(),
+            exec_command: "/usr/local/bin/aks-flex-node".into(),
+            cgroup_v2: true,
         }
     }
 
@@ -297,14 +372,158 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn config_yaml_1_20_has_only_fields_kubelet_1_20_knows() {
+        // KubeletConfiguration v1beta1 fields of kubelet 1.20 that the renderer may write. A field added
+        // later (containerRuntimeEndpoint 1.27, failCgroupV1 1.31, ...) must stay out: a cgroup v1 host
+        // and a partial evictionHard exercise every optional branch.
+        const KNOWN_1_20: [&str; 25] = [
+            "apiVersion",
+            "kind",
+            "address",
+            "authentication",
+            "authorization",
+            "cgroupDriver",
+            "cgroupsPerQOS",
+            "clusterDNS",
+            "clusterDomain",
+            "enforceNodeAllocatable",
+            "eventRecordQPS",
+            "evictionHard",
+            "imageGCHighThresholdPercent",
+            "imageGCLowThresholdPercent",
+            "kubeReserved",
+            "maxPods",
+            "nodeStatusUpdateFrequency",
+            "podPidsLimit",
+            "protectKernelDefaults",
+            "readOnlyPort",
+            "resolvConf",
+            "runtimeRequestTimeout",
+            "staticPodPath",
+            "streamingConnectionIdleTimeout",
+            "tlsCipherSuites",
+        ];
+        let mut s = settings("1.20.2");
+        s.cgroup_v2 = false;
+        let t = config_yaml(&s);
+        for line in t.lines() {
+            if line.starts_with(['#', ' ', '-']) {
+                continue;
+            }
+            let key = line.split(':').next().unwrap();
+            assert!(
+                KNOWN_1_20.contains(&key),
+                "{key} is unknown to kubelet 1.20:\n{t}"
+            );
+        }
+    }
+
+    #[test]
     fn config_yaml_1_20_has_no_runtime_endpoint_field() {
         let t = config_yaml(&settings("1.20.2"));
         assert!(!t.contains("containerRuntimeEndpoint"), "{t}");
     }
 
     #[test]
+    fn config_yaml_sets_the_cluster_domain_on_every_version() {
+        for v in ["1.20.2", "1.30.4", "1.35.0"] {
+            let t = config_yaml(&settings(v));
+            assert!(t.contains("clusterDomain: \"cluster.local\"\n"), "{v}: {t}");
+            assert!(t.contains("clusterDNS:\n- \"10.0.0.10\"\n"), "{v}: {t}");
+        }
+        let mut s = settings("1.30.4");
+        s.cluster_dns = None;
+        let t = config_yaml(&s);
+        assert!(!t.contains("clusterDNS"), "{t}");
+        assert!(t.contains("clusterDomain"), "{t}");
+    }
+
+    #[test]
+    fn partial_eviction_hard_keeps_the_other_defaults() {
+        // Only memory.available given: the user's value wins, the other defaults are kept.
+        let mut s = settings("1.20.2");
+        s.eviction_hard = BTreeMap::from([("memory.available".into(), "500Mi".into())]);
+        let t = config_yaml(&s);
+        assert!(
+            t.contains(
+                "evictionHard:\n  \"imagefs.available\": \"15%\"\n  \"memory.available\": \"500Mi\"\n  \"nodefs.available\": \"10%\"\n  \"nodefs.inodesFree\": \"5%\"\nimageGC"
+            ),
+            "{t}"
+        );
+        // imagefs.inodesFree is a kubelet default from 1.30 only.
+        s.version = "1.30.4".into();
+        assert_eq!(eviction_hard(&s)["imagefs.inodesFree"], "5%");
+        assert_eq!(eviction_hard(&s)["memory.available"], "500Mi");
+        s.version = "1.29.9".into();
+        assert!(!eviction_hard(&s).contains_key("imagefs.inodesFree"));
+        // A user value for a signal without a default (and one overriding it) is kept.
+        s.eviction_hard = BTreeMap::from([
+            ("pid.available".into(), "3%".into()),
+            ("nodefs.available".into(), "20%".into()),
+        ]);
+        let m = eviction_hard(&s);
+        assert_eq!(m["pid.available"], "3%");
+        assert_eq!(m["nodefs.available"], "20%");
+        assert_eq!(m["memory.available"], "100Mi");
+        // Nothing set: omitted, the kubelet applies its own defaults.
+        s.eviction_hard.clear();
+        assert!(!config_yaml(&s).contains("evictionHard"));
+    }
+
+    #[test]
+    fn cgroup_v1_hosts_get_fail_cgroup_v1_false_where_the_field_exists() {
+        let mut s = settings("1.35.0");
+        s.cgroup_v2 = false;
+        insta::assert_snapshot!("config_yaml_1_35_cgroup_v1", config_yaml(&s));
+        assert!(config_yaml(&s).contains("\nfailCgroupV1: false\n"));
+        s.version = "1.31.0".into();
+        assert!(config_yaml(&s).contains("\nfailCgroupV1: false\n"));
+        // Older kubelets do not know the field.
+        for v in ["1.20.2", "1.30.4"] {
+            s.version = v.into();
+            assert!(!config_yaml(&s).contains("failCgroupV1"), "{v}");
+        }
+        // cgroup v2: never written.
+        let mut s = settings("1.35.0");
+        s.cgroup_v2 = true;
+        assert!(!config_yaml(&s).contains("failCgroupV1"));
+    }
+
+    #[test]
     fn kubeconfig_golden() {
         insta::assert_snapshot!(kubeconfig(&settings("1.30.4")));
+    }
+
+    #[test]
+    fn kubeconfig_exec_api_version_follows_the_kubelet_version() {
+        // Kubelet 1.20/1.21 reject client.authentication.k8s.io/v1 ("invalid apiVersion").
+        for v in ["1.20.2", "1.21.14"] {
+            let k = kubeconfig(&settings(v));
+            assert!(
+                k.contains("apiVersion: client.authentication.k8s.io/v1beta1\n"),
+                "{v}: {k}"
+            );
+        }
+        for v in ["1.22.0", "1.30.4", "1.35.0"] {
+            let k = kubeconfig(&settings(v));
+            assert!(
+                k.contains("apiVersion: client.authentication.k8s.io/v1\n"),
+                "{v}: {k}"
+            );
+        }
+        insta::assert_snapshot!("kubeconfig_1_20", kubeconfig(&settings("1.20.2")));
+    }
+
+    #[test]
+    fn kubeconfig_runs_the_given_agent_binary() {
+        let mut s = settings("1.30.4");
+        s.exec_command = "/opt/aks flex/bin/aks-flex-node".into();
+        let k = kubeconfig(&s);
+        assert!(
+            k.contains("      command: \"/opt/aks flex/bin/aks-flex-node\"\n"),
+            "{k}"
+        );
+        assert!(!k.contains("/usr/local/bin"), "{k}");
     }
 
     #[test]
@@ -319,6 +538,27 @@ pub(crate) mod tests {
         let l = labels(&settings("1.30.4"));
         assert!(l.contains("kubernetes.azure.com/managed=false"), "{l}");
         assert!(!l.contains("managed=true"), "{l}");
+    }
+
+    #[test]
+    fn unit_keeps_restarting_and_leaves_no_mount_behind() {
+        let u = unit(&settings("1.20.2"));
+        for line in [
+            "Restart=always\n",
+            "RestartSec=10\n",
+            "StartLimitIntervalSec=0\n",
+            "After=containerd.service network-online.target\n",
+            "Wants=containerd.service network-online.target\n",
+        ] {
+            assert!(u.contains(line), "{line}: {u}");
+        }
+        // StartLimitIntervalSec= is a [Unit] setting.
+        let (unit_section, service) = u.split_once("[Service]").unwrap();
+        assert!(unit_section.contains("StartLimitIntervalSec=0"), "{u}");
+        assert!(!service.contains("StartLimit"), "{u}");
+        assert!(!u.contains("Requires="), "{u}");
+        assert!(!u.contains("mount"), "{u}");
+        assert!(!u.contains("ExecStartPre"), "{u}");
     }
 
     #[test]

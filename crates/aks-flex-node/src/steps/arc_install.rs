@@ -290,9 +290,10 @@ impl Step for ArcInstall {
 
         // Cluster API server + CA: read-only, so fetched now (once per run) for the kubelet steps.
         if ctx.cluster_endpoint().is_none() {
-            let ep = aks::user_credentials(&s.azure.arm, &st.cluster.resource_id)
+            let mut ep = aks::user_credentials(&s.azure.arm, &st.cluster.resource_id)
                 .await
                 .map_err(az)?;
+            ep.dns_service_ip = info.dns_service_ip;
             if !actions.is_empty() {
                 actions.push(Action::Custom {
                     kind: "clusterCredentials".into(),

@@ -98,6 +98,9 @@ pub struct ClusterEndpoint {
     pub server: String,
     /// PEM bytes of the cluster CA.
     pub ca_pem: Vec<u8>,
+    /// The cluster DNS service (`properties.networkProfile.dnsServiceIP` of the managed cluster), when
+    /// the identity phase read it; the kubelet's `clusterDNS` unless `networking.dnsServiceIP` is set.
+    pub dns_service_ip: Option<std::net::IpAddr>,
 }
 
 /// What every step sees.

@@ -71,7 +71,7 @@ impl Step for NpdInstaller {
             host,
             Path::new(render::UNIT_PATH),
             0o644,
-            render::unit(&ep.server),
+            render::unit(&ep.server, &ctx.config.agent.node_name),
             false,
         )?);
         Ok(actions)
