@@ -2,10 +2,10 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps build release test lint fmt demo bench e2e clean
+.PHONY: help deps build release test lint fmt demo demo-node demo-node-down bench e2e clean
 
 help: ## List the targets
-	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / { printf "  %-8s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / { printf "  %-15s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 deps: ## Install the Debian packages the real-component tests and the demo use (as root)
 	bash scripts/deps.sh
@@ -32,8 +32,15 @@ demo: deps ## Bootstrap a sandbox node against the built-in Azure emulator (no A
 bench: deps ## Benchmarks (install speed vs. the curl+sha256sum+tar floor, 200-agent scale simulation)
 	bash scripts/bench.sh
 
-e2e: deps ## Slow end-to-end suites (ignored by `make test`)
+e2e: deps ## Slow suites: the 200-agent scale run, then the real-node suite (systemd-nspawn + Kubernetes 1.20, as root)
 	$(CARGO) test --workspace -- --ignored
+	bash e2e/run.sh
+
+demo-node: ## A real node Ready on a real API server (Azure emulated); left up to explore
+	bash e2e/demo-node.sh
+
+demo-node-down: ## Tear down what demo-node left up and restore the host
+	bash e2e/demo-node.sh down
 
 clean: ## Remove build output and demo state
 	$(CARGO) clean

@@ -32,7 +32,7 @@ start=$SECONDS
 src="$work/build"
 rm -rf "$src" && mkdir -p "$src"
 ( cd "$src" && apt-get "${apto[@]}" source --download-only kubernetes >&2 )
-dsc=$(ls "$src"/kubernetes_*.dsc | head -n1)
+dsc=$(find "$src" -maxdepth 1 -name "kubernetes_*.dsc" | head -n1)
 ( cd "$src" && dpkg-source -x "$dsc" k8s >&2 )
 cd "$src/k8s"
 mkdir -p .go/src/k8s.io && ln -sfn ../../.. .go/src/k8s.io/kubernetes

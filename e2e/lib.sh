@@ -150,7 +150,11 @@ e2e_record_host() {
     printf '%s\t%s\n' "$k" "$v" >>"$E2E_WORK/host-sysctls.tmp"
   done
   mv "$E2E_WORK/host-sysctls.tmp" "$E2E_WORK/host-sysctls"
-  [ -d "$TOKENS_DIR" ] || { mkdir -p "$TOKENS_DIR"; touch "$E2E_WORK/created-tokens-dir"; }
+  # The HIMDS key directory, shared with the node: remember which of its levels we create.
+  local d=$TOKENS_DIR
+  : >"$E2E_WORK/created-dirs"
+  while [ ! -d "$d" ]; do echo "$d" >>"$E2E_WORK/created-dirs"; d=$(dirname "$d"); done
+  mkdir -p "$TOKENS_DIR"
 }
 
 e2e_restore_host() {
@@ -178,7 +182,10 @@ e2e_restore_host() {
   # Cgroups the node's systemd and kubelet made in the shared tree (deepest first; only empty ones go).
   find /sys/fs/cgroup -depth -type d \( -name 'kubepods*' -o -path '*kubepods*' -o -name 'system.slice' -o -name 'machine.slice' -o -name 'init.scope' -o -name 'user.slice' \) 2>/dev/null |
     while read -r d; do rmdir "$d" 2>/dev/null || true; done
-  if [ -e "$E2E_WORK/created-tokens-dir" ]; then rm -rf "$TOKENS_DIR"; rmdir -p "$(dirname "$TOKENS_DIR")" 2>/dev/null || true; rm -f "$E2E_WORK/created-tokens-dir"; fi
+  if [ -s "$E2E_WORK/created-dirs" ]; then
+    while read -r d; do rm -rf "$d"; done <"$E2E_WORK/created-dirs"
+  fi
+  rm -f "$E2E_WORK/created-dirs"
   rm -f "$E2E_WORK/host-sysctls"
 }
 
@@ -188,7 +195,7 @@ e2e_pki() {
   [ -s "$p/admin.kubeconfig" ] && return 0
   rm -rf "$p" && mkdir -p "$p" && chmod 700 "$p"
   (
-    cd "$p"
+    cd "$p" || exit 1
     openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3 -subj "/CN=e2e-cluster-ca" 2>/dev/null
     cat >apiserver.ext <<EOF
 subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc,IP:10.0.0.1
@@ -450,3 +457,43 @@ e2e_down() {
   e2e_control_plane_down
   e2e_restore_host
 }
+
+# --- helpers for scenarios ------------------------------------------------------------------------------------
+e2e_figure() { mkdir -p "$E2E_WORK/figures"; printf '%s\n' "$*" >>"$E2E_WORK/figures/$(date +%s%N)"; }
+
+# What a failed scenario shows: the units' states and journals, the API server's view.
+e2e_diagnose() {
+  e2e_log "--- diagnosis"
+  if e2e_node_leader >/dev/null; then
+    node_sh systemctl --no-pager list-units --failed >&2 || true
+    for u in aks-flex-node-agent kubelet containerd; do
+      echo "--- journalctl -u $u (last 40)" >&2
+      node_sh journalctl -u "$u" -n 40 --no-pager -o cat >&2 || true
+    done
+  fi
+  kadm get nodes -o wide >&2 || true
+  tail -n 5 "$E2E_WORK/logs/kube-apiserver.log" >&2 || true
+}
+
+# Fail the scenario with a message.
+fail() { e2e_log "assertion failed: $*"; return 1; }
+
+# A fingerprint of every file the agent manages on the node (path, inode, mtime, size, mode): equal
+# fingerprints mean nothing was written, not even rewritten with the same bytes.
+e2e_node_fingerprint() {
+  node_sh sh -c 'find /etc/containerd /etc/cni /etc/systemd/system /etc/default /etc/sysctl.d /etc/modules-load.d \
+      /etc/kubernetes /usr/local/bin /opt/cni/bin /var/lib/aks-flex-node /var/lib/kubelet/config.yaml \
+      /var/lib/kubelet/kubeconfig -xdev \( -type f -o -type l \) ! -name .lock 2>/dev/null |
+    sort | xargs -r stat -c "%n %i %Y %s %a"'
+}
+
+# MainPID and NRestarts of the node's services.
+e2e_node_services() {
+  local u
+  for u in containerd kubelet; do
+    printf '%s %s\n' "$u" "$(node_sh systemctl show -p MainPID -p NRestarts --value "$u" | tr '\n' ' ')"
+  done
+}
+
+# How many times the agent has logged "bootstrap completed" in its journal (this boot).
+e2e_agent_completions() { node_sh journalctl -b -u aks-flex-node-agent -o cat --no-pager 2>/dev/null | grep -c 'bootstrap completed' || true; }
