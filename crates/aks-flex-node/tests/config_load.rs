@@ -107,7 +107,7 @@ fn seed_readme_example_loads_with_original_defaults() {
         c.containerd.pause_image,
         "mcr.microsoft.com/oss/kubernetes/pause:3.6"
     );
-    assert_eq!(c.containerd.metrics_address, "127.0.0.1:10257");
+    assert_eq!(c.containerd.metrics_address, "127.0.0.1:1338");
     assert_eq!(c.runc.version, "1.1.12");
     assert_eq!(c.cni.version, "1.5.1");
     assert_eq!(c.cni.mode, CniMode::Bridge);
@@ -810,5 +810,25 @@ fn azcmagent_path_must_be_absolute() {
     assert_eq!(
         c.azure.arc.azcmagent_path.as_deref(),
         Some(Path::new("/usr/local/bin/azcmagent"))
+    );
+}
+
+#[test]
+fn metrics_address_defaults_off_kubernetes_ports_and_warns_on_one() {
+    let l = ok(&seed());
+    assert_eq!(l.config.containerd.metrics_address, "127.0.0.1:1338");
+    let mut v = seed();
+    set(
+        &mut v,
+        "containerd.metricsAddress",
+        json!("127.0.0.1:10257"),
+    );
+    let l = ok(&v);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("10257") && w.contains("kube-controller-manager")),
+        "{:?}",
+        l.warnings
     );
 }

@@ -139,7 +139,7 @@ async fn bootstrap_converges_reruns_write_nothing_and_unbootstrap_restores_the_r
     );
     let toml = String::from_utf8(read("/etc/containerd/config.toml")).unwrap();
     assert!(toml.contains("sandbox_image = \"mcr.microsoft.com/oss/kubernetes/pause:3.6\""));
-    assert!(toml.contains("address = \"127.0.0.1:10257\""));
+    assert!(toml.contains("address = \"127.0.0.1:1338\""));
     assert_eq!(mode("/var/lib/kubelet/kubeconfig"), 0o600);
     let kc = String::from_utf8(read("/var/lib/kubelet/kubeconfig")).unwrap();
     assert!(

@@ -265,7 +265,7 @@ async fn containerd_2_installs_without_v1_shims_and_renders_a_version_3_config()
     );
     assert_eq!(
         s(&["metrics", "address"]).as_deref(),
-        Some("127.0.0.1:10257")
+        Some("127.0.0.1:1338")
     );
     // The 1.x (v2) CRI table and its sandbox_image key must not appear in a v3 file.
     let plugins = get(&["plugins"]);

@@ -25,7 +25,22 @@ pub(super) struct BuildOutput {
 const DEFAULT_LOG_DIR: &str = "/var/log/aks-flex-node";
 const DEFAULT_CONTAINERD: &str = "1.7.20";
 const DEFAULT_PAUSE_IMAGE: &str = "mcr.microsoft.com/oss/kubernetes/pause:3.6";
-const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:10257";
+/// containerd's metrics listener. Not a port a Kubernetes component uses (10257 is the
+/// kube-controller-manager's secure port, 10259 the scheduler's); 1338 is containerd's own example.
+const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:1338";
+/// Ports Kubernetes components (and etcd) listen on: a metrics listener there makes one of them fail to bind.
+const KUBERNETES_PORTS: [(u16, &str); 10] = [
+    (2379, "etcd"),
+    (2380, "etcd peer"),
+    (6443, "kube-apiserver"),
+    (10248, "kubelet healthz"),
+    (10249, "kube-proxy metrics"),
+    (10250, "kubelet"),
+    (10255, "kubelet read-only"),
+    (10256, "kube-proxy healthz"),
+    (10257, "kube-controller-manager"),
+    (10259, "kube-scheduler"),
+];
 const DEFAULT_RUNC: &str = "1.1.12";
 const DEFAULT_CNI: &str = "1.5.1";
 const DEFAULT_NPD: &str = "v1.35.1";
@@ -580,12 +595,21 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         |a, b| a == b,
     );
     let metrics_address = match given(cf.metrics_address) {
-        Some(a) if a.parse::<SocketAddr>().is_ok() => a,
+        Some(a) if a.parse::<SocketAddr>().is_ok() => {
+            let port = a.parse::<SocketAddr>().map(|s| s.port()).unwrap_or(0);
+            if let Some((_, who)) = KUBERNETES_PORTS.iter().find(|(p, _)| *p == port) {
+                b.warnings.push(format!(
+                    "containerd.metricsAddress {} uses port {port}, which {who} listens on; choose another port (default {DEFAULT_METRICS_ADDRESS})",
+                    q(&a)
+                ));
+            }
+            a
+        }
         Some(a) => {
             b.bad(
                 "containerd.metricsAddress",
                 Some(&a),
-                "is not an address; expected IP:port, e.g. 127.0.0.1:10257",
+                format!("is not an address; expected IP:port, e.g. {DEFAULT_METRICS_ADDRESS}"),
             );
             DEFAULT_METRICS_ADDRESS.to_string()
         }

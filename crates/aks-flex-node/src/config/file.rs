@@ -225,7 +225,7 @@ pub struct ContainerdFile {
     pub version: Option<String>,
     /// Pause (sandbox) image (default mcr.microsoft.com/oss/kubernetes/pause:3.6).
     pub pause_image: Option<String>,
-    /// containerd metrics listen address (default 127.0.0.1:10257).
+    /// containerd metrics listen address (default 127.0.0.1:1338; avoid the ports Kubernetes components use).
     pub metrics_address: Option<String>,
     /// Expected sha256 of the containerd tarball.
     pub sha256: Option<String>,

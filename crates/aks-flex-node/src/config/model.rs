@@ -321,7 +321,7 @@ pub struct ContainerdConfig {
     pub version: String,
     /// Pause image (default mcr.microsoft.com/oss/kubernetes/pause:3.6).
     pub pause_image: String,
-    /// Metrics address (default 127.0.0.1:10257, deliberately not the original's 0.0.0.0).
+    /// Metrics address (default 127.0.0.1:1338, deliberately not the original's 0.0.0.0).
     pub metrics_address: String,
     /// Expected tarball digest.
     pub sha256: Option<String>,
