@@ -832,3 +832,23 @@ fn metrics_address_defaults_off_kubernetes_ports_and_warns_on_one() {
         l.warnings
     );
 }
+
+#[test]
+fn kubeadm_is_not_installed_unless_asked() {
+    let l = ok(&seed());
+    assert!(!l.config.kubernetes.install_kubeadm);
+    let mut v = seed();
+    set(&mut v, "kubernetes.installKubeadm", json!(true));
+    assert!(ok(&v).config.kubernetes.install_kubeadm);
+    // A kubeadm pin without installKubeadm is pointless: said so.
+    let mut v = seed();
+    set(&mut v, "kubernetes.sha256.kubeadm", json!("a".repeat(64)));
+    let l = ok(&v);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("kubernetes.installKubeadm")),
+        "{:?}",
+        l.warnings
+    );
+}

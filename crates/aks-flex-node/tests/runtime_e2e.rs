@@ -126,9 +126,12 @@ async fn bootstrap_converges_reruns_write_nothing_and_unbootstrap_restores_the_r
     for b in ["containerd", "ctr", "containerd-shim-runc-v2"] {
         assert_eq!(mode(&format!("/usr/bin/{b}")), 0o755);
     }
-    for b in ["kubelet", "kubectl", "kubeadm"] {
+    for b in ["kubelet", "kubectl"] {
         assert_eq!(read(&format!("/usr/local/bin/{b}")), fx.kube[b]);
     }
+    // kubeadm is never run by the agent and is not installed unless kubernetes.installKubeadm asks.
+    assert!(!r.join("usr/local/bin/kubeadm").exists());
+    assert_eq!(server.hits(&kube_url("kubeadm")), 0);
     for b in ["bridge", "host-local", "loopback"] {
         assert_eq!(mode(&format!("/opt/cni/bin/{b}")), 0o755);
     }
@@ -247,9 +250,10 @@ async fn artifacts_bundle_then_air_gapped_bootstrap_from_it() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.path().join("manifest.json")).unwrap())
             .unwrap();
+    // runc, containerd, CNI, NPD, kubelet, kubectl (kubeadm only with kubernetes.installKubeadm).
     assert_eq!(
         manifest["artifacts"].as_array().unwrap().len(),
-        7,
+        6,
         "{manifest}"
     );
     let hits = server.total_hits();

@@ -570,6 +570,12 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         ok
     });
     let ks = k.sha256.unwrap_or_default();
+    let install_kubeadm = k.install_kubeadm.unwrap_or(false);
+    b.ignored(
+        "kubernetes.sha256.kubeadm",
+        !install_kubeadm && given(ks.kubeadm.clone()).is_some(),
+        "kubeadm is only installed with kubernetes.installKubeadm: true",
+    );
     let kubernetes = KubernetesConfig {
         version: kube_version,
         url_template,
@@ -578,6 +584,7 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             kubectl: b.sha("kubernetes.sha256.kubectl", ks.kubectl),
             kubeadm: b.sha("kubernetes.sha256.kubeadm", ks.kubeadm),
         },
+        install_kubeadm,
     };
 
     let cf = f.containerd.unwrap_or_default();

@@ -24,7 +24,7 @@ pub struct ConfigFile {
     pub azure: Option<AzureFile>,
     /// Agent behaviour: logging and node name.
     pub agent: Option<AgentFile>,
-    /// Kubernetes binaries (kubelet, kubectl, kubeadm).
+    /// Kubernetes binaries (kubelet, kubectl; kubeadm on request).
     pub kubernetes: Option<KubernetesFile>,
     /// Component versions in the newer shape (`components.kubernetes.version`, ...).
     pub components: Option<ComponentsFile>,
@@ -181,6 +181,9 @@ pub struct KubernetesFile {
     pub url_template: Option<String>,
     /// Expected sha256 digests of the binaries.
     pub sha256: Option<KubeSha256File>,
+    /// Also install `/usr/local/bin/kubeadm` (default false). The agent never runs kubeadm: it joins the
+    /// node itself; this only puts the tool on the machine for operators.
+    pub install_kubeadm: Option<bool>,
 }
 
 /// Expected sha256 digests (64 hex characters) of the Kubernetes binaries.

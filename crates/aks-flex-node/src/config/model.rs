@@ -299,6 +299,8 @@ pub struct KubernetesConfig {
     pub url_template: Option<String>,
     /// Expected digests.
     pub sha256: KubeSha256,
+    /// Install kubeadm too (default false; the agent never runs it).
+    pub install_kubeadm: bool,
 }
 
 /// Expected sha256 digests of the Kubernetes binaries (lower-case hex).
