@@ -852,3 +852,42 @@ fn kubeadm_is_not_installed_unless_asked() {
         l.warnings
     );
 }
+
+#[test]
+fn labels_the_kubelet_may_not_self_set_are_rejected_with_the_rule_and_the_fix() {
+    let mut v = seed();
+    set(
+        &mut v,
+        "node.labels",
+        json!({"node-role.kubernetes.io/worker": "", "kubernetes.azure.com/agentpool": "flex",
+               "node.kubernetes.io/exclude-from-external-load-balancers": "true",
+               "topology.kubernetes.io/zone": "edge-1"}),
+    );
+    let p = only_problem(&v, "node.labels[\"node-role.kubernetes.io/worker\"]");
+    assert_eq!(
+        p.value.as_deref(),
+        Some("\"node-role.kubernetes.io/worker\"")
+    );
+    for needle in [
+        "NodeRestriction",
+        "kubelet.kubernetes.io/",
+        "node.kubernetes.io/",
+        "kubectl label node",
+        "another prefix",
+    ] {
+        assert!(p.expected.contains(needle), "{needle}: {p}");
+    }
+    let mut v = seed();
+    set(&mut v, "node.labels", json!({"sigs.k8s.io/x": "y"}));
+    only_problem(&v, "node.labels[\"sigs.k8s.io/x\"]");
+}
+
+#[test]
+fn label_values_are_checked() {
+    let mut v = seed();
+    set(&mut v, "node.labels", json!({"team": "has space"}));
+    let p = only_problem(&v, "node.labels[\"team\"]");
+    assert!(p.expected.contains("label value"), "{p}");
+    set(&mut v, "node.labels", json!({"team": "x".repeat(64)}));
+    only_problem(&v, "node.labels[\"team\"]");
+}

@@ -706,6 +706,16 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         if !parse::is_label_value(v) {
             b.bad(&field, Some(v), "is not a valid label value; expected up to 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit");
         }
+        if parse::is_label_key(key) && !parse::kubelet_may_self_set_label(key) {
+            b.problems.push(Problem {
+                field: field.clone(),
+                value: Some(q(key)),
+                expected: format!(
+                    "is in the kubernetes.io / k8s.io label namespace, which a kubelet may not set on its own Node (NodeRestriction admission): the kubelet refuses to start with it. Expected a label under kubelet.kubernetes.io/ or node.kubernetes.io/, one of {}, or another prefix (e.g. example.com/); or apply it after the node joined: kubectl label node <node> {key}={v}",
+                    parse::KUBELET_SELF_LABELS.join(", ")
+                ),
+            });
+        }
     }
     let mut taints = Vec::new();
     for (i, t) in nodef.taints.unwrap_or_default().iter().enumerate() {

@@ -145,6 +145,54 @@ pub fn is_label_key(s: &str) -> bool {
     name.len() <= 63 && is_qualified_part(name)
 }
 
+/// Label keys in the `kubernetes.io`/`k8s.io` namespaces that a kubelet may set on its own Node
+/// (`KubeletLabels()` in the kubelet's `well_known_labels.go`).
+pub const KUBELET_SELF_LABELS: [&str; 12] = [
+    "kubernetes.io/hostname",
+    "kubernetes.io/instance-type",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/instance-type",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "node.kubernetes.io/instance-type",
+];
+
+/// Label namespaces (with their subdomains) a kubelet may set on its own Node (`KubeletLabelNamespaces()`).
+pub const KUBELET_SELF_LABEL_NAMESPACES: [&str; 2] =
+    ["kubelet.kubernetes.io", "node.kubernetes.io"];
+
+fn label_namespace(key: &str) -> &str {
+    key.split_once('/').map(|(ns, _)| ns).unwrap_or("")
+}
+
+fn in_namespace(ns: &str, domain: &str) -> bool {
+    ns == domain
+        || ns
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// True when a node label key may be passed to the kubelet's `--node-labels`: the kubelet refuses to
+/// start with a label in the `kubernetes.io` or `k8s.io` namespaces (`*.kubernetes.io/`, `*.k8s.io/`)
+/// unless it is one it may set on its own Node under the NodeRestriction admission plugin (the same rule
+/// as the kubelet's `IsKubeletLabel`). Every other prefix (`kubernetes.azure.com/`, `example.com/`, none)
+/// is the user's.
+pub fn kubelet_may_self_set_label(key: &str) -> bool {
+    let ns = label_namespace(key);
+    if !in_namespace(ns, "kubernetes.io") && !in_namespace(ns, "k8s.io") {
+        return true;
+    }
+    KUBELET_SELF_LABELS.contains(&key)
+        || KUBELET_SELF_LABEL_NAMESPACES
+            .iter()
+            .any(|allowed| in_namespace(ns, allowed))
+}
+
 /// True for an RFC 1123 DNS subdomain as Kubernetes uses it for node names: at most 253
 /// characters, dot-separated labels of `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, each at most 63.
 pub fn is_rfc1123_subdomain(s: &str) -> bool {
@@ -391,6 +439,70 @@ mod tests {
         assert!(!is_cidr("10.0.0.0"));
         assert!(is_guid(SUB));
         assert!(!is_guid("your-subscription-id"));
+    }
+
+    #[test]
+    fn kubelet_self_settable_labels_follow_node_restriction() {
+        for (key, ok) in [
+            ("env", true),
+            ("example.com/team", true),
+            ("kubernetes.azure.com/agentpool", true),
+            ("kubernetes.azure.com/managed", true),
+            ("notkubernetes.io/x", true),
+            ("k8s.io.example.com/x", true),
+            ("kubernetes.io/hostname", true),
+            ("kubernetes.io/arch", true),
+            ("beta.kubernetes.io/os", true),
+            ("failure-domain.beta.kubernetes.io/zone", true),
+            ("topology.kubernetes.io/region", true),
+            ("node.kubernetes.io/instance-type", true),
+            ("node.kubernetes.io/anything", true),
+            ("kubelet.kubernetes.io/anything", true),
+            ("a.b.node.kubernetes.io/x", true),
+            ("x.kubelet.kubernetes.io/y", true),
+            ("node-role.kubernetes.io/worker", false),
+            ("node-role.kubernetes.io/agent", false),
+            ("kubernetes.io/role", false),
+            ("topology.kubernetes.io/rack", false),
+            ("node-restriction.kubernetes.io/pool", false),
+            ("k8s.io/x", false),
+            ("sigs.k8s.io/x", false),
+            ("nodekubernetes.io/x", true),
+            ("xnode.kubernetes.io/x", false),
+        ] {
+            assert_eq!(kubelet_may_self_set_label(key), ok, "{key}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn labels_outside_the_kubernetes_namespaces_are_always_allowed(
+            prefix in "[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9-]{0,10}){0,3}",
+            name in "[a-zA-Z0-9]([a-zA-Z0-9._-]{0,20}[a-zA-Z0-9])?",
+        ) {
+            let key = format!("{prefix}/{name}");
+            let k8s = |d: &str| prefix == d || prefix.ends_with(&format!(".{d}"));
+            let expected = !(k8s("kubernetes.io") || k8s("k8s.io"));
+            if expected {
+                prop_assert!(kubelet_may_self_set_label(&key), "{}", key);
+            }
+            prop_assert!(kubelet_may_self_set_label(&name));
+        }
+
+        #[test]
+        fn kubernetes_namespace_labels_are_allowed_exactly_under_the_kubelet_namespaces(
+            sub in "([a-z][a-z0-9-]{0,8}\\.){0,2}",
+            domain in prop::sample::select(vec!["kubernetes.io", "k8s.io"]),
+            name in "[a-z]([a-z0-9-]{0,10}[a-z0-9])?",
+        ) {
+            let ns = format!("{sub}{domain}");
+            let key = format!("{ns}/{name}");
+            let allowed_ns = ["kubelet.kubernetes.io", "node.kubernetes.io"]
+                .iter()
+                .any(|a| ns == *a || ns.ends_with(&format!(".{a}")));
+            let expected = allowed_ns || KUBELET_SELF_LABELS.contains(&key.as_str());
+            prop_assert_eq!(kubelet_may_self_set_label(&key), expected, "{}", key);
+        }
     }
 
     proptest! {
