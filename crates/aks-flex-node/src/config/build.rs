@@ -18,7 +18,7 @@ pub(super) struct BuildOutput {
     pub config: Option<Config>,
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
-    /// The file itself holds a secret (inline clientSecret or bootstrap token).
+    /// The file itself holds a secret (inline clientSecret, or a bootstrap token, which is refused).
     pub inline_secret: bool,
 }
 
@@ -388,31 +388,17 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             "is set together with azure.servicePrincipal; expected at most one Azure auth mode (servicePrincipal, managedIdentity, or neither for Azure CLI)",
         );
     }
-    let bootstrap_token = af.bootstrap_token.map(|bt| {
+    if let Some(bt) = af.bootstrap_token {
         if bt.token.is_some() {
             inline_secret = true;
         }
-        match bt.token {
-            Some(t) if parse::is_bootstrap_token(t.expose().trim()) => Some(BootstrapToken {
-                token: Secret::new(t.expose().trim()),
-            }),
-            Some(_) => {
-                b.bad(
-                    "azure.bootstrapToken.token",
-                    None,
-                    "is not a bootstrap token; expected the form [a-z0-9]{6}.[a-z0-9]{16}",
-                );
-                None
-            }
-            None => {
-                b.missing(
-                    "azure.bootstrapToken.token",
-                    "a bootstrap token of the form [a-z0-9]{6}.[a-z0-9]{16}",
-                );
-                None
-            }
-        }
-    });
+        // Never echo the token: the problem carries no value.
+        b.bad(
+            "azure.bootstrapToken",
+            None,
+            "is set, but bootstrap-token join is not supported yet; remove azure.bootstrapToken. The kubelet joins with Entra tokens of the Arc machine's managed identity (azure.arc.enabled, the default); the agent itself signs in to Azure with azure.servicePrincipal, azure.managedIdentity or the Azure CLI login",
+        );
+    }
 
     let arc_f = af.arc.unwrap_or_default();
     let arc_enabled = arc_f.enabled.unwrap_or(true);
@@ -823,20 +809,6 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             None
         }
     });
-    if bootstrap_token.as_ref().is_some_and(|t| t.is_some()) {
-        if server_url.is_none() {
-            b.missing(
-                "node.kubelet.serverURL",
-                "the API server URL (serverURL or clusterFQDN) when azure.bootstrapToken is used",
-            );
-        }
-        if ca_cert_data.is_none() {
-            b.missing(
-                "node.kubelet.caCertData",
-                "the cluster CA (base64 PEM) when azure.bootstrapToken is used",
-            );
-        }
-    }
 
     // ---------------- networking, paths, bootstrap, artifacts ----------------
     let pod_cidr = given(nf.pod_cidr).filter(|c| {
@@ -912,7 +884,7 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     );
 
     let ok = b.problems.is_empty();
-    let (sp, bt) = (service_principal, bootstrap_token);
+    let sp = service_principal;
     let config = if ok {
         Some(Config {
             azure: AzureConfig {
@@ -928,7 +900,6 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
                     client_secret: s.unwrap_or_else(|| Secret::new("")),
                 }),
                 managed_identity,
-                bootstrap_token: bt.flatten(),
                 arc,
                 target_cluster: {
                     let c = cluster.unwrap_or(parse::ClusterId {

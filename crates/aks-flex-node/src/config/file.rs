@@ -2,7 +2,7 @@
 //!
 //! Every field is optional here: defaults, legacy-to-new mapping and validation happen in
 //! `build`. Both the original (seed-era) keys and the newer shape (`components.*`,
-//! `azure.bootstrapToken`, `azure.managedIdentity`, `node.taints`, ...) are declared, so that the
+//! `azure.bootstrapToken` (refused), `azure.managedIdentity`, `node.taints`, ...) are declared, so that the
 //! JSON Schema printed by `config schema` (generated from these types) describes everything the
 //! loader accepts. Keys are matched case-insensitively before these types see them (see `keys`),
 //! so the spellings below are the canonical ones shown in the schema and in messages.
@@ -71,7 +71,8 @@ pub struct AzureFile {
     pub service_principal: Option<ServicePrincipalFile>,
     /// Managed identity (Azure VM IMDS). Mutually exclusive with servicePrincipal.
     pub managed_identity: Option<ManagedIdentityFile>,
-    /// Kubernetes bootstrap token for kubelet TLS bootstrapping.
+    /// Newer-shape key for kubelet TLS bootstrapping with a Kubernetes bootstrap token. Not supported
+    /// yet: a config that sets it is refused (the kubelet joins with the Arc identity's Entra tokens).
     pub bootstrap_token: Option<BootstrapTokenFile>,
     /// Azure Arc registration.
     pub arc: Option<ArcFile>,
@@ -104,7 +105,7 @@ pub struct ManagedIdentityFile {
     pub client_id: Option<String>,
 }
 
-/// Kubernetes bootstrap token.
+/// Kubernetes bootstrap token (not supported yet; refused).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BootstrapTokenFile {

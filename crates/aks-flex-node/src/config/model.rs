@@ -170,8 +170,6 @@ pub struct AzureConfig {
     pub service_principal: Option<ServicePrincipal>,
     /// Managed identity auth.
     pub managed_identity: Option<ManagedIdentity>,
-    /// Kubelet TLS bootstrap token (may be combined with one Azure auth mode).
-    pub bootstrap_token: Option<BootstrapToken>,
     /// Arc registration.
     pub arc: ArcConfig,
     /// The target AKS cluster.
@@ -198,14 +196,6 @@ pub struct ServicePrincipal {
 pub struct ManagedIdentity {
     /// User-assigned identity client GUID; `None` = system-assigned.
     pub client_id: Option<String>,
-}
-
-/// Kubernetes bootstrap token.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BootstrapToken {
-    /// `[a-z0-9]{6}.[a-z0-9]{16}`.
-    pub token: Secret,
 }
 
 /// Arc registration.
