@@ -898,3 +898,80 @@ fn label_values_are_checked() {
     set(&mut v, "node.labels", json!({"team": "x".repeat(64)}));
     only_problem(&v, "node.labels[\"team\"]");
 }
+
+#[test]
+fn bridge_pod_range_is_per_node_and_never_the_clusters_whole_range() {
+    // Unset: a /24 outside AKS's default pod CIDR, derived from the node name, the same every time.
+    let c = ok(&seed()).config;
+    let r = c
+        .networking
+        .node_pod_range
+        .clone()
+        .expect("bridge mode has a range");
+    assert!(
+        r.cidr.starts_with("10.245.") && r.cidr.ends_with(".0/24"),
+        "{r:?}"
+    );
+    assert!(r.source.contains("derived from the node name"), "{r:?}");
+    assert_eq!(ok(&seed()).config.networking.node_pod_range, Some(r));
+    assert_eq!(c.networking.cluster_pod_cidr, "10.244.0.0/16");
+
+    // Set: used as given (host bits cleared), named as the source.
+    let mut v = seed();
+    set(&mut v, "networking.podCIDR", json!("10.250.3.9/24"));
+    let r = ok(&v).config.networking.node_pod_range.unwrap();
+    assert_eq!(
+        (r.cidr.as_str(), r.source.as_str()),
+        ("10.250.3.0/24", "networking.podCIDR")
+    );
+
+    // The cluster's whole pod CIDR (the original's default for every node), or a range containing it.
+    for (cidr, what) in [
+        ("10.244.0.0/16", "is the cluster's whole pod CIDR"),
+        ("10.0.0.0/8", "contains the cluster's whole pod CIDR"),
+    ] {
+        let mut v = seed();
+        set(&mut v, "networking.podCIDR", json!(cidr));
+        let p = only_problem(&v, "networking.podCIDR");
+        assert!(p.expected.contains(what), "{p}");
+        assert!(p.expected.contains("leave it unset"), "{p}");
+    }
+    // Same check against a cluster CIDR given explicitly.
+    let mut v = seed();
+    set(&mut v, "networking.clusterPodCIDR", json!("10.250.0.0/16"));
+    set(&mut v, "networking.podCIDR", json!("10.250.0.0/16"));
+    only_problem(&v, "networking.podCIDR");
+
+    // Inside the cluster's range: allowed, with a warning.
+    let mut v = seed();
+    set(&mut v, "networking.podCIDR", json!("10.244.7.0/24"));
+    let l = ok(&v);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("inside the cluster's pod CIDR")),
+        "{:?}",
+        l.warnings
+    );
+
+    // A cluster CIDR covering the derived block: the user must choose.
+    let mut v = seed();
+    set(&mut v, "networking.clusterPodCIDR", json!("10.240.0.0/12"));
+    let p = only_problem(&v, "networking.podCIDR");
+    assert!(p.expected.contains("is unset"), "{p}");
+
+    // Too small to hold pods.
+    let mut v = seed();
+    set(&mut v, "networking.podCIDR", json!("10.250.0.0/31"));
+    only_problem(&v, "networking.podCIDR");
+
+    // cni.mode none: no bridge range at all.
+    let mut v = seed();
+    set(&mut v, "cni.mode", json!("none"));
+    set(&mut v, "networking.podCIDR", json!("10.244.0.0/16"));
+    assert_eq!(ok(&v).config.networking.node_pod_range, None);
+
+    let mut v = seed();
+    set(&mut v, "networking.clusterPodCIDR", json!("nonsense"));
+    only_problem(&v, "networking.clusterPodCIDR");
+}

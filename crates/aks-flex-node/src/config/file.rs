@@ -318,9 +318,14 @@ pub struct KubeletFile {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkingFile {
-    /// Pod CIDR for this node (IPv4 or IPv6).
+    /// This node's own pod range for the bridge CNI (IPv4 or IPv6), e.g. 10.245.3.0/24. Must not equal
+    /// or contain clusterPodCIDR. Unset: a /24 in 10.245.0.0/16 derived from the node name.
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Option<String>,
+    /// The cluster's whole pod CIDR (default 10.244.0.0/16, AKS's default); only used to check that
+    /// this node's range cannot collide with the pods of other nodes.
+    #[serde(rename = "clusterPodCIDR")]
+    pub cluster_pod_cidr: Option<String>,
     /// Cluster DNS service IP.
     #[serde(rename = "dnsServiceIP")]
     pub dns_service_ip: Option<String>,

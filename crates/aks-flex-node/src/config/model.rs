@@ -451,12 +451,27 @@ pub struct KubeletConfig {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkingConfig {
-    /// Pod CIDR (validated IPv4/IPv6 CIDR).
+    /// This node's pod range as written (validated IPv4/IPv6 CIDR).
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Option<String>,
+    /// The cluster's whole pod CIDR (default AKS's 10.244.0.0/16), normalised.
+    #[serde(rename = "clusterPodCIDR")]
+    pub cluster_pod_cidr: String,
+    /// The bridge CNI's range for this node (`None` with `cni.mode: none`).
+    pub node_pod_range: Option<NodePodRange>,
     /// Cluster DNS service IP.
     #[serde(rename = "dnsServiceIP")]
     pub dns_service_ip: Option<IpAddr>,
+}
+
+/// The pod range of this node's bridge network and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePodRange {
+    /// Network address/prefix, host bits cleared (e.g. `10.245.17.0/24`).
+    pub cidr: String,
+    /// Where it came from, for `plan` and `config show`: `networking.podCIDR`, or derived from the node name.
+    pub source: String,
 }
 
 /// Host paths.
