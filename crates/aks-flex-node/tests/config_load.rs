@@ -107,7 +107,7 @@ fn seed_readme_example_loads_with_original_defaults() {
         c.containerd.pause_image,
         "mcr.microsoft.com/oss/kubernetes/pause:3.6"
     );
-    assert_eq!(c.containerd.metrics_address, "127.0.0.1:10257");
+    assert_eq!(c.containerd.metrics_address, "127.0.0.1:1338");
     assert_eq!(c.runc.version, "1.1.12");
     assert_eq!(c.cni.version, "1.5.1");
     assert_eq!(c.cni.mode, CniMode::Bridge);
@@ -178,10 +178,6 @@ fn newer_shape_maps_onto_the_same_model() {
     assert_eq!(
         c.node.kubelet.server_url.as_deref(),
         Some("https://flex-cluster-dns-12345678.hcp.westus.azmk8s.io:443")
-    );
-    assert_eq!(
-        c.azure.bootstrap_token.expect("token").token.expose(),
-        "abcdef.0123456789abcdef"
     );
     assert_eq!(
         c.azure.managed_identity.expect("mi").client_id.as_deref(),
@@ -608,29 +604,40 @@ fn sp_and_managed_identity_together_is_an_error() {
 }
 
 #[test]
-fn bad_bootstrap_token_is_reported_without_its_value() {
-    let mut v = seed();
+fn bootstrap_token_is_refused_as_unsupported_without_echoing_it() {
+    // Any bootstrapToken, well-formed or not, is an error: the join does not use it.
+    for token in [
+        json!("abcdef.0123456789abcdef"),
+        json!("NOTATOKEN-secretish"),
+        json!(12345),
+    ] {
+        let mut v = seed();
+        set(&mut v, "azure.bootstrapToken.token", token);
+        let ps = problems(&v);
+        let p = ps
+            .iter()
+            .find(|p| p.field == "azure.bootstrapToken")
+            .expect("bootstrapToken problem");
+        assert_eq!(p.value, None);
+        assert!(p.expected.contains("not supported yet"), "{p}");
+        assert!(p.expected.contains("azure.servicePrincipal"), "{p}");
+        assert!(p.expected.contains("managed identity"), "{p}");
+        let all = load(&v).expect_err("refused").to_string();
+        assert!(
+            !all.contains("0123456789abcdef") && !all.contains("NOTATOKEN"),
+            "{all}"
+        );
+    }
+    // The newer shape's file with a token loads only without it.
+    let mut v: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("newer-shape.json")).unwrap())
+            .unwrap();
     set(
         &mut v,
-        "azure.bootstrapToken.token",
-        json!("NOTATOKEN-secretish"),
+        "azure.bootstrapToken",
+        json!({"token": "abcdef.0123456789abcdef"}),
     );
-    set(&mut v, "node.kubelet.clusterFQDN", json!("api.example.com"));
-    let ps = problems(&v);
-    let p = ps
-        .iter()
-        .find(|p| p.field == "azure.bootstrapToken.token")
-        .expect("token problem");
-    assert_eq!(p.value, None);
-    let all = load(&v).expect_err("bad").to_string();
-    assert!(!all.contains("NOTATOKEN"), "{all}");
-    // wrong JSON type for a secret is redacted too
-    set(&mut v, "azure.bootstrapToken.token", json!(12345));
-    let p = problems(&v)
-        .into_iter()
-        .find(|p| p.field == "azure.bootstrapToken.token")
-        .expect("problem");
-    assert_eq!(p.value, None);
+    only_problem(&v, "azure.bootstrapToken");
 }
 
 #[test]
@@ -811,4 +818,160 @@ fn azcmagent_path_must_be_absolute() {
         c.azure.arc.azcmagent_path.as_deref(),
         Some(Path::new("/usr/local/bin/azcmagent"))
     );
+}
+
+#[test]
+fn metrics_address_defaults_off_kubernetes_ports_and_warns_on_one() {
+    let l = ok(&seed());
+    assert_eq!(l.config.containerd.metrics_address, "127.0.0.1:1338");
+    let mut v = seed();
+    set(
+        &mut v,
+        "containerd.metricsAddress",
+        json!("127.0.0.1:10257"),
+    );
+    let l = ok(&v);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("10257") && w.contains("kube-controller-manager")),
+        "{:?}",
+        l.warnings
+    );
+}
+
+#[test]
+fn kubeadm_is_not_installed_unless_asked() {
+    let l = ok(&seed());
+    assert!(!l.config.kubernetes.install_kubeadm);
+    let mut v = seed();
+    set(&mut v, "kubernetes.installKubeadm", json!(true));
+    assert!(ok(&v).config.kubernetes.install_kubeadm);
+    // A kubeadm pin without installKubeadm is pointless: said so.
+    let mut v = seed();
+    set(&mut v, "kubernetes.sha256.kubeadm", json!("a".repeat(64)));
+    let l = ok(&v);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("kubernetes.installKubeadm")),
+        "{:?}",
+        l.warnings
+    );
+}
+
+#[test]
+fn labels_the_kubelet_may_not_self_set_are_rejected_with_the_rule_and_the_fix() {
+    let mut v = seed();
+    set(
+        &mut v,
+        "node.labels",
+        json!({"node-role.kubernetes.io/worker": "", "kubernetes.azure.com/agentpool": "flex",
+               "node.kubernetes.io/exclude-from-external-load-balancers": "true",
+               "topology.kubernetes.io/zone": "edge-1"}),
+    );
+    let p = only_problem(&v, "node.labels[\"node-role.kubernetes.io/worker\"]");
+    assert_eq!(
+        p.value.as_deref(),
+        Some("\"node-role.kubernetes.io/worker\"")
+    );
+    for needle in [
+        "NodeRestriction",
+        "kubelet.kubernetes.io/",
+        "node.kubernetes.io/",
+        "kubectl label node",
+        "another prefix",
+    ] {
+        assert!(p.expected.contains(needle), "{needle}: {p}");
+    }
+    let mut v = seed();
+    set(&mut v, "node.labels", json!({"sigs.k8s.io/x": "y"}));
+    only_problem(&v, "node.labels[\"sigs.k8s.io/x\"]");
+}
+
+#[test]
+fn label_values_are_checked() {
+    let mut v = seed();
+    set(&mut v, "node.labels", json!({"team": "has space"}));
+    let p = only_problem(&v, "node.labels[\"team\"]");
+    assert!(p.expected.contains("label value"), "{p}");
+    set(&mut v, "node.labels", json!({"team": "x".repeat(64)}));
+    only_problem(&v, "node.labels[\"team\"]");
+}
+
+#[test]
+fn bridge_pod_range_is_per_node_and_never_the_clusters_whole_range() {
+    // Unset: a /24 outside AKS's default pod CIDR, derived from the node name, the same every time.
+    let c = ok(&seed()).config;
+    let r = c
+        .networking
+        .node_pod_range
+        .clone()
+        .expect("bridge mode has a range");
+    assert!(
+        r.cidr.starts_with("10.245.") && r.cidr.ends_with(".0/24"),
+        "{r:?}"
+    );
+    assert!(r.source.contains("derived from the node name"), "{r:?}");
+    assert_eq!(ok(&seed()).config.networking.node_pod_range, Some(r));
+    assert_eq!(c.networking.cluster_pod_cidr, "10.244.0.0/16");
+
+    // Set: used as given (host bits cleared), named as the source.
+    let mut v = seed();
+    set(&mut v, "networking.podCIDR", json!("10.250.3.9/24"));
+    let r = ok(&v).config.networking.node_pod_range.unwrap();
+    assert_eq!(
+        (r.cidr.as_str(), r.source.as_str()),
+        ("10.250.3.0/24", "networking.podCIDR")
+    );
+
+    // The cluster's whole pod CIDR (the original's default for every node), or a range containing it.
+    for (cidr, what) in [
+        ("10.244.0.0/16", "is the cluster's whole pod CIDR"),
+        ("10.0.0.0/8", "contains the cluster's whole pod CIDR"),
+    ] {
+        let mut v = seed();
+        set(&mut v, "networking.podCIDR", json!(cidr));
+        let p = only_problem(&v, "networking.podCIDR");
+        assert!(p.expected.contains(what), "{p}");
+        assert!(p.expected.contains("leave it unset"), "{p}");
+    }
+    // Same check against a cluster CIDR given explicitly.
+    let mut v = seed();
+    set(&mut v, "networking.clusterPodCIDR", json!("10.250.0.0/16"));
+    set(&mut v, "networking.podCIDR", json!("10.250.0.0/16"));
+    only_problem(&v, "networking.podCIDR");
+
+    // Inside the cluster's range: allowed, with a warning.
+    let mut v = seed();
+    set(&mut v, "networking.podCIDR", json!("10.244.7.0/24"));
+    let l = ok(&v);
+    assert!(
+        l.warnings
+            .iter()
+            .any(|w| w.contains("inside the cluster's pod CIDR")),
+        "{:?}",
+        l.warnings
+    );
+
+    // A cluster CIDR covering the derived block: the user must choose.
+    let mut v = seed();
+    set(&mut v, "networking.clusterPodCIDR", json!("10.240.0.0/12"));
+    let p = only_problem(&v, "networking.podCIDR");
+    assert!(p.expected.contains("is unset"), "{p}");
+
+    // Too small to hold pods.
+    let mut v = seed();
+    set(&mut v, "networking.podCIDR", json!("10.250.0.0/31"));
+    only_problem(&v, "networking.podCIDR");
+
+    // cni.mode none: no bridge range at all.
+    let mut v = seed();
+    set(&mut v, "cni.mode", json!("none"));
+    set(&mut v, "networking.podCIDR", json!("10.244.0.0/16"));
+    assert_eq!(ok(&v).config.networking.node_pod_range, None);
+
+    let mut v = seed();
+    set(&mut v, "networking.clusterPodCIDR", json!("nonsense"));
+    only_problem(&v, "networking.clusterPodCIDR");
 }

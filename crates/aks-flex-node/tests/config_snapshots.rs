@@ -54,7 +54,5 @@ fn redacted_newer_shape_golden() {
         .expect("loads")
         .config
         .redacted_json();
-    assert_eq!(shown["azure"]["bootstrapToken"]["token"], "<redacted>");
-    assert!(!shown.to_string().contains("0123456789abcdef\""));
     golden!(insta::assert_json_snapshot!("redacted_newer_shape", shown));
 }

@@ -98,6 +98,14 @@ async fn bootstrap_converges_reruns_write_nothing_and_unbootstrap_restores_the_r
     );
     put(r, "/etc/kubernetes/kubeconfig", b"old kubeconfig", 0o600);
     put(r, "/etc/hostname", b"flex-node-1\n", 0o644);
+    // The single-plugin bridge config of the original agent (and of this one before the conflist): it
+    // sorts before 10-bridge.conflist and would shadow it, so bootstrap removes it and unbootstrap puts it back.
+    put(
+        r,
+        "/etc/cni/net.d/10-bridge.conf",
+        br#"{"cniVersion":"0.3.1","name":"bridge","type":"bridge"}"#,
+        0o644,
+    );
     std::fs::create_dir_all(r.join("var/cache")).unwrap();
     let before = tree(r, false);
 
@@ -126,20 +134,24 @@ async fn bootstrap_converges_reruns_write_nothing_and_unbootstrap_restores_the_r
     for b in ["containerd", "ctr", "containerd-shim-runc-v2"] {
         assert_eq!(mode(&format!("/usr/bin/{b}")), 0o755);
     }
-    for b in ["kubelet", "kubectl", "kubeadm"] {
+    for b in ["kubelet", "kubectl"] {
         assert_eq!(read(&format!("/usr/local/bin/{b}")), fx.kube[b]);
     }
-    for b in ["bridge", "host-local", "loopback"] {
+    // kubeadm is never run by the agent and is not installed unless kubernetes.installKubeadm asks.
+    assert!(!r.join("usr/local/bin/kubeadm").exists());
+    assert_eq!(server.hits(&kube_url("kubeadm")), 0);
+    for b in ["bridge", "host-local", "loopback", "portmap"] {
         assert_eq!(mode(&format!("/opt/cni/bin/{b}")), 0o755);
     }
-    let conf = String::from_utf8(read("/etc/cni/net.d/10-bridge.conf")).unwrap();
+    let conf = String::from_utf8(read("/etc/cni/net.d/10-bridge.conflist")).unwrap();
     assert!(
-        conf.contains("10.244.3.0/24") && conf.contains("10.244.3.1"),
+        conf.contains("10.244.3.0/24") && conf.contains("10.244.3.1") && conf.contains("portmap"),
         "{conf}"
     );
+    assert!(!r.join("etc/cni/net.d/10-bridge.conf").exists());
     let toml = String::from_utf8(read("/etc/containerd/config.toml")).unwrap();
     assert!(toml.contains("sandbox_image = \"mcr.microsoft.com/oss/kubernetes/pause:3.6\""));
-    assert!(toml.contains("address = \"127.0.0.1:10257\""));
+    assert!(toml.contains("address = \"127.0.0.1:1338\""));
     assert_eq!(mode("/var/lib/kubelet/kubeconfig"), 0o600);
     let kc = String::from_utf8(read("/var/lib/kubelet/kubeconfig")).unwrap();
     // The exec credential runs the agent binary that wrote it (symlinks resolved).
@@ -250,9 +262,10 @@ async fn artifacts_bundle_then_air_gapped_bootstrap_from_it() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.path().join("manifest.json")).unwrap())
             .unwrap();
+    // runc, containerd, CNI, NPD, kubelet, kubectl (kubeadm only with kubernetes.installKubeadm).
     assert_eq!(
         manifest["artifacts"].as_array().unwrap().len(),
-        7,
+        6,
         "{manifest}"
     );
     let hits = server.total_hits();

@@ -27,7 +27,8 @@ async fn bootstrap(
     let cfg = Arc::new(load_config(&config_json(
         &server.base,
         fx,
-        serde_json::json!({}),
+        // kubeadm too, so the Kubernetes step alone has three downloads.
+        serde_json::json!({"kubernetes": {"installKubeadm": true}}),
     )));
     let ctx = Context::new(cfg, Arc::new(Host::new(root).unwrap())).unwrap();
     let skip = [Phase::Identity].into_iter().collect();

@@ -1,6 +1,7 @@
 //! Real components: Debian's containerd started with OUR rendered config.toml must load the CRI plugin;
-//! OUR rendered 10-bridge.conf executed by the real bridge/host-local plugins in a network namespace must
-//! give an address from the configured pod range. Both install their binaries through the agent from the
+//! OUR rendered 10-bridge.conflist executed by the real bridge/host-local/portmap plugins in a network
+//! namespace, chained the way the runtime's libcni does (each plugin gets the previous one's result), must
+//! give an address from the configured pod range, with hairpin on and the hostPort mapped. Both install their binaries through the agent from the
 //! loopback artifact server first. They skip (printing why) only when not root or the packages are missing.
 
 mod runtime_support;
@@ -124,12 +125,47 @@ impl Drop for Netns {
     }
 }
 
+/// Runs one plugin of a network list as libcni does: the plugin's own object plus the list's `name` and
+/// `cniVersion`, the previous plugin's result as `prevResult`, and the runtime's arguments for the
+/// capabilities the plugin declares as `runtimeConfig`.
+fn plugin_config(
+    list: &serde_json::Value,
+    plugin: &serde_json::Value,
+    prev: Option<&serde_json::Value>,
+    runtime: &serde_json::Value,
+) -> serde_json::Value {
+    let mut conf = plugin.clone();
+    conf["name"] = list["name"].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    if let Some(p) = prev {
+        conf["prevResult"] = p.clone();
+    }
+    if let Some(caps) = plugin["capabilities"].as_object() {
+        let mut rc = serde_json::Map::new();
+        for (cap, on) in caps {
+            if on == &serde_json::Value::Bool(true) {
+                if let Some(v) = runtime.get(cap) {
+                    rc.insert(cap.clone(), v.clone());
+                }
+            }
+        }
+        if !rc.is_empty() {
+            conf["runtimeConfig"] = rc.into();
+        }
+    }
+    conf
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_bridge_and_host_local_give_an_address_from_the_pod_range() {
+async fn real_bridge_and_portmap_chain_gives_an_address_from_the_pod_range() {
     skip_unless!(is_root(), "needs root for network namespaces");
     skip_unless!(
         Command::new("ip").arg("-V").output().is_ok(),
         "iproute2 is not installed"
+    );
+    skip_unless!(
+        Command::new("iptables").arg("-V").output().is_ok(),
+        "iptables is not installed (bridge ipMasq and portmap need it)"
     );
     let Some((root, _server)) = install_runtime(
         Box::new(steps::cni::CniSetup),
@@ -145,25 +181,36 @@ async fn real_bridge_and_host_local_give_an_address_from_the_pod_range() {
     };
     let r = root.path();
     let id = std::process::id();
-    // The plugins run inside `outer` (so cni0 and NAT rules never touch this machine's namespace) and
-    // attach `inner`.
+    // The plugins run inside `outer` (so cni0, NAT and hostPort rules never touch this machine's
+    // namespace) and attach `inner`.
     let outer = Netns(format!("afn-outer-{id}"));
     let inner = Netns(format!("afn-inner-{id}"));
     for n in [&outer.0, &inner.0] {
         let o = ip(&["netns", "add", n]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let conf_text = std::fs::read_to_string(r.join("etc/cni/net.d/10-bridge.conf")).unwrap();
-    let mut conf: serde_json::Value = serde_json::from_str(&conf_text).unwrap();
+    let list_text = std::fs::read_to_string(r.join("etc/cni/net.d/10-bridge.conflist")).unwrap();
+    let mut list: serde_json::Value = serde_json::from_str(&list_text).unwrap();
+    assert!(!r.join("etc/cni/net.d/10-bridge.conf").exists());
     // Only host-local's state directory is redirected (it defaults to this machine's /var/lib/cni).
     let data_dir = tempfile::tempdir().unwrap();
-    conf["ipam"]["dataDir"] = data_dir.path().display().to_string().into();
+    list["plugins"][0]["ipam"]["dataDir"] = data_dir.path().display().to_string().into();
+    let plugins = list["plugins"].as_array().unwrap().clone();
+    let types: Vec<&str> = plugins
+        .iter()
+        .map(|p| p["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["bridge", "portmap"]);
+    // What the CRI passes for a pod with a hostPort.
+    let runtime = serde_json::json!({
+        "portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]
+    });
     let cni_path = r.join("opt/cni/bin");
-    let run = |command: &str| {
+    let run = |command: &str, conf: &serde_json::Value| {
         use std::io::Write;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &outer.0])
-            .arg(cni_path.join("bridge"))
+            .arg(cni_path.join(conf["type"].as_str().unwrap()))
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", format!("afn-test-{id}"))
             .env("CNI_NETNS", format!("/var/run/netns/{}", inner.0))
@@ -180,16 +227,24 @@ async fn real_bridge_and_host_local_give_an_address_from_the_pod_range() {
             .unwrap()
             .write_all(conf.to_string().as_bytes())
             .unwrap();
-        child.wait_with_output().unwrap()
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{} {command} failed: {}{}",
+            conf["type"],
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
     };
-    let out = run("ADD");
-    assert!(
-        out.status.success(),
-        "bridge ADD failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // ADD in list order, each plugin getting the previous result.
+    let mut result: Option<serde_json::Value> = None;
+    for p in &plugins {
+        let conf = plugin_config(&list, p, result.as_ref(), &runtime);
+        result = Some(serde_json::from_slice(&run("ADD", &conf)).unwrap());
+    }
+    let result = result.unwrap();
+    assert_eq!(result["cniVersion"], "1.0.0", "{result}");
     let addr = result["ips"][0]["address"].as_str().unwrap().to_string();
     assert!(
         addr.starts_with("10.250.7.") && addr.ends_with("/24"),
@@ -202,11 +257,35 @@ async fn real_bridge_and_host_local_give_an_address_from_the_pod_range() {
         "{}",
         String::from_utf8_lossy(&shown.stdout)
     );
-    let out = run("DEL");
+    // Hairpin: the pod's port on cni0 sends traffic back out the port it came in on (a pod reaching
+    // itself through its Service VIP).
+    let ports = ip(&["-n", &outer.0, "-d", "link", "show", "master", "cni0"]);
+    let ports = String::from_utf8_lossy(&ports.stdout).to_string();
+    assert!(ports.contains("hairpin on"), "{ports}");
+    // portmap: the hostPort is DNATed to the pod.
+    let nat = Command::new("ip")
+        .args(["netns", "exec", &outer.0, "iptables", "-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    let nat = String::from_utf8_lossy(&nat.stdout).to_string();
+    let pod_ip = addr.split('/').next().unwrap();
     assert!(
-        out.status.success(),
+        nat.contains("--dport 18080") && nat.contains(&format!("{pod_ip}:80")),
+        "{nat}"
+    );
+    // DEL in reverse order, each with the cached result, as libcni does.
+    for p in plugins.iter().rev() {
+        let conf = plugin_config(&list, p, Some(&result), &runtime);
+        run("DEL", &conf);
+    }
+    let nat = Command::new("ip")
+        .args(["netns", "exec", &outer.0, "iptables", "-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&nat.stdout).contains("--dport 18080"),
         "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&nat.stdout)
     );
     assert!(Path::new(&cni_path).join("loopback").exists());
 }

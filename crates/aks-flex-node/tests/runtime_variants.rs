@@ -80,7 +80,7 @@ async fn url_template_tarball_installs_the_three_pinned_binaries_and_then_conver
     let fx = Fixtures::tiny();
     server.put_url(&node_tarball_url(), node_tarball(&fx, &fx.kube["kubelet"]));
     let root = tempfile::tempdir().unwrap();
-    let extra = serde_json::json!({"kubernetes": {"urlTemplate": TEMPLATE, "sha256": pins(&fx)}});
+    let extra = serde_json::json!({"kubernetes": {"urlTemplate": TEMPLATE, "sha256": pins(&fx), "installKubeadm": true}});
     run_step(kube_step(), &server, &fx, root.path(), extra.clone())
         .await
         .unwrap();
@@ -142,6 +142,74 @@ async fn url_template_without_pins_is_refused_before_any_download() {
         .unwrap_err();
     assert!(err.contains("kubernetes.sha256.kubectl"), "{err}");
     assert_eq!(server.total_hits(), 0);
+}
+
+/// kubeadm is off by default: neither downloaded nor installed. A node where an earlier run installed it
+/// (installKubeadm on, or the previous agent version) loses it once the setting is off, and then converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubeadm_is_optional_off_by_default_and_removed_when_turned_off() {
+    let server = ArtifactServer::start().await;
+    let fx = Fixtures::tiny();
+    fx.serve(&server);
+    let root = tempfile::tempdir().unwrap();
+    let bin = root.path().join("usr/local/bin");
+
+    run_step(
+        kube_step(),
+        &server,
+        &fx,
+        root.path(),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read(bin.join("kubelet")).unwrap(),
+        fx.kube["kubelet"]
+    );
+    assert_eq!(
+        std::fs::read(bin.join("kubectl")).unwrap(),
+        fx.kube["kubectl"]
+    );
+    assert!(!bin.join("kubeadm").exists());
+    assert_eq!(server.hits(&kube_url("kubeadm")), 0);
+
+    // Turned on: installed.
+    let on = serde_json::json!({"kubernetes": {"installKubeadm": true}});
+    run_step(kube_step(), &server, &fx, root.path(), on)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(bin.join("kubeadm")).unwrap(),
+        fx.kube["kubeadm"]
+    );
+
+    // Turned off again: the agent's own kubeadm is removed, nothing is downloaded.
+    let hits = server.total_hits();
+    run_step(
+        kube_step(),
+        &server,
+        &fx,
+        root.path(),
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    assert!(!bin.join("kubeadm").exists());
+    assert!(bin.join("kubelet").exists() && bin.join("kubectl").exists());
+    assert_eq!(server.total_hits(), hits);
+
+    // Converged.
+    let cfg = Arc::new(load_config(&config_json(
+        &server.base,
+        &fx,
+        serde_json::json!({}),
+    )));
+    let ctx = Context::new(cfg, Arc::new(Host::new(root.path()).unwrap())).unwrap();
+    let plan = steps::plan(&ctx, &[kube_step()], &Default::default())
+        .await
+        .unwrap();
+    assert!(plan.converged, "{:?}", plan.steps[0].actions);
 }
 
 /// A table path followed by more keys.
@@ -265,7 +333,7 @@ async fn containerd_2_installs_without_v1_shims_and_renders_a_version_3_config()
     );
     assert_eq!(
         s(&["metrics", "address"]).as_deref(),
-        Some("127.0.0.1:10257")
+        Some("127.0.0.1:1338")
     );
     // The 1.x (v2) CRI table and its sandbox_image key must not appear in a v3 file.
     let plugins = get(&["plugins"]);

@@ -279,7 +279,18 @@ pub fn check_digest_source(
     })
 }
 
+/// Every Kubernetes binary the agent can install, in install order.
 pub const KUBE_BINARIES: [&str; 3] = ["kubelet", "kubectl", "kubeadm"];
+
+/// The Kubernetes binaries this configuration installs: kubelet and kubectl, and kubeadm only with
+/// `kubernetes.installKubeadm` (the agent never runs it).
+pub fn kube_binaries(cfg: &Config) -> &'static [&'static str] {
+    if cfg.kubernetes.install_kubeadm {
+        &KUBE_BINARIES
+    } else {
+        &KUBE_BINARIES[..2]
+    }
+}
 
 fn kube_pin<'a>(cfg: &'a Config, name: &str) -> Option<&'a str> {
     let s = &cfg.kubernetes.sha256;
@@ -296,7 +307,7 @@ fn kube_pin<'a>(cfg: &'a Config, name: &str) -> Option<&'a str> {
 pub enum KubeSource {
     /// The per-binary files with their published `.sha256`.
     Binaries(Vec<ArtifactSpec>),
-    /// The original's `kubernetes.urlTemplate` tarball; its three binaries are verified against the
+    /// The original's `kubernetes.urlTemplate` tarball; the binaries taken from it are verified against the
     /// configured `kubernetes.sha256` pins (no checksum is published for the tarball).
     Tarball {
         spec: ArtifactSpec,
@@ -309,12 +320,12 @@ pub fn kube_source(cfg: &Config, arch: &str) -> Result<KubeSource, ArtifactError
     if let Some(t) = &cfg.kubernetes.url_template {
         let url = t.replacen("%s", v, 1).replacen("%s", arch, 1);
         let mut pins = Vec::new();
-        for b in KUBE_BINARIES {
+        for &b in kube_binaries(cfg) {
             let pin = kube_pin(cfg, b).ok_or_else(|| ArtifactError::NoDigest {
                 component: "kubernetes-node".into(),
                 version: v.clone(),
                 file: b.into(),
-                hint: format!("kubernetes.urlTemplate tarballs have no published checksum; set kubernetes.sha256.{b} for every binary"),
+                hint: format!("kubernetes.urlTemplate tarballs have no published checksum; set kubernetes.sha256.{b} for every binary installed (kubelet, kubectl, and kubeadm with kubernetes.installKubeadm)"),
             })?;
             pins.push((b.to_string(), pin.to_ascii_lowercase()));
         }
@@ -327,7 +338,7 @@ pub fn kube_source(cfg: &Config, arch: &str) -> Result<KubeSource, ArtifactError
         return Ok(KubeSource::Tarball { spec: s, pins });
     }
     Ok(KubeSource::Binaries(
-        KUBE_BINARIES
+        kube_binaries(cfg)
             .iter()
             .map(|b| {
                 let url = format!("https://dl.k8s.io/release/v{v}/bin/linux/{arch}/{b}");

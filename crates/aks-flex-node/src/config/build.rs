@@ -18,14 +18,29 @@ pub(super) struct BuildOutput {
     pub config: Option<Config>,
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
-    /// The file itself holds a secret (inline clientSecret or bootstrap token).
+    /// The file itself holds a secret (inline clientSecret, or a bootstrap token, which is refused).
     pub inline_secret: bool,
 }
 
 const DEFAULT_LOG_DIR: &str = "/var/log/aks-flex-node";
 const DEFAULT_CONTAINERD: &str = "1.7.20";
 const DEFAULT_PAUSE_IMAGE: &str = "mcr.microsoft.com/oss/kubernetes/pause:3.6";
-const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:10257";
+/// containerd's metrics listener. Not a port a Kubernetes component uses (10257 is the
+/// kube-controller-manager's secure port, 10259 the scheduler's); 1338 is containerd's own example.
+const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:1338";
+/// Ports Kubernetes components (and etcd) listen on: a metrics listener there makes one of them fail to bind.
+const KUBERNETES_PORTS: [(u16, &str); 10] = [
+    (2379, "etcd"),
+    (2380, "etcd peer"),
+    (6443, "kube-apiserver"),
+    (10248, "kubelet healthz"),
+    (10249, "kube-proxy metrics"),
+    (10250, "kubelet"),
+    (10255, "kubelet read-only"),
+    (10256, "kube-proxy healthz"),
+    (10257, "kube-controller-manager"),
+    (10259, "kube-scheduler"),
+];
 const DEFAULT_RUNC: &str = "1.1.12";
 const DEFAULT_CNI: &str = "1.5.1";
 const DEFAULT_NPD: &str = "v1.35.1";
@@ -373,31 +388,17 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             "is set together with azure.servicePrincipal; expected at most one Azure auth mode (servicePrincipal, managedIdentity, or neither for Azure CLI)",
         );
     }
-    let bootstrap_token = af.bootstrap_token.map(|bt| {
+    if let Some(bt) = af.bootstrap_token {
         if bt.token.is_some() {
             inline_secret = true;
         }
-        match bt.token {
-            Some(t) if parse::is_bootstrap_token(t.expose().trim()) => Some(BootstrapToken {
-                token: Secret::new(t.expose().trim()),
-            }),
-            Some(_) => {
-                b.bad(
-                    "azure.bootstrapToken.token",
-                    None,
-                    "is not a bootstrap token; expected the form [a-z0-9]{6}.[a-z0-9]{16}",
-                );
-                None
-            }
-            None => {
-                b.missing(
-                    "azure.bootstrapToken.token",
-                    "a bootstrap token of the form [a-z0-9]{6}.[a-z0-9]{16}",
-                );
-                None
-            }
-        }
-    });
+        // Never echo the token: the problem carries no value.
+        b.bad(
+            "azure.bootstrapToken",
+            None,
+            "is set, but bootstrap-token join is not supported yet; remove azure.bootstrapToken. The kubelet joins with Entra tokens of the Arc machine's managed identity (azure.arc.enabled, the default); the agent itself signs in to Azure with azure.servicePrincipal, azure.managedIdentity or the Azure CLI login",
+        );
+    }
 
     let arc_f = af.arc.unwrap_or_default();
     let arc_enabled = arc_f.enabled.unwrap_or(true);
@@ -555,6 +556,12 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         ok
     });
     let ks = k.sha256.unwrap_or_default();
+    let install_kubeadm = k.install_kubeadm.unwrap_or(false);
+    b.ignored(
+        "kubernetes.sha256.kubeadm",
+        !install_kubeadm && given(ks.kubeadm.clone()).is_some(),
+        "kubeadm is only installed with kubernetes.installKubeadm: true",
+    );
     let kubernetes = KubernetesConfig {
         version: kube_version,
         url_template,
@@ -563,6 +570,7 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             kubectl: b.sha("kubernetes.sha256.kubectl", ks.kubectl),
             kubeadm: b.sha("kubernetes.sha256.kubeadm", ks.kubeadm),
         },
+        install_kubeadm,
     };
 
     let cf = f.containerd.unwrap_or_default();
@@ -580,12 +588,21 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         |a, b| a == b,
     );
     let metrics_address = match given(cf.metrics_address) {
-        Some(a) if a.parse::<SocketAddr>().is_ok() => a,
+        Some(a) if a.parse::<SocketAddr>().is_ok() => {
+            let port = a.parse::<SocketAddr>().map(|s| s.port()).unwrap_or(0);
+            if let Some((_, who)) = KUBERNETES_PORTS.iter().find(|(p, _)| *p == port) {
+                b.warnings.push(format!(
+                    "containerd.metricsAddress {} uses port {port}, which {who} listens on; choose another port (default {DEFAULT_METRICS_ADDRESS})",
+                    q(&a)
+                ));
+            }
+            a
+        }
         Some(a) => {
             b.bad(
                 "containerd.metricsAddress",
                 Some(&a),
-                "is not an address; expected IP:port, e.g. 127.0.0.1:10257",
+                format!("is not an address; expected IP:port, e.g. {DEFAULT_METRICS_ADDRESS}"),
             );
             DEFAULT_METRICS_ADDRESS.to_string()
         }
@@ -674,6 +691,16 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         }
         if !parse::is_label_value(v) {
             b.bad(&field, Some(v), "is not a valid label value; expected up to 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit");
+        }
+        if parse::is_label_key(key) && !parse::kubelet_may_self_set_label(key) {
+            b.problems.push(Problem {
+                field: field.clone(),
+                value: Some(q(key)),
+                expected: format!(
+                    "is in the kubernetes.io / k8s.io label namespace, which a kubelet may not set on its own Node (NodeRestriction admission): the kubelet refuses to start with it. Expected a label under kubelet.kubernetes.io/ or node.kubernetes.io/, one of {}, or another prefix (e.g. example.com/); or apply it after the node joined: kubectl label node <node> {key}={v}",
+                    parse::KUBELET_SELF_LABELS.join(", ")
+                ),
+            });
         }
     }
     let mut taints = Vec::new();
@@ -782,20 +809,6 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             None
         }
     });
-    if bootstrap_token.as_ref().is_some_and(|t| t.is_some()) {
-        if server_url.is_none() {
-            b.missing(
-                "node.kubelet.serverURL",
-                "the API server URL (serverURL or clusterFQDN) when azure.bootstrapToken is used",
-            );
-        }
-        if ca_cert_data.is_none() {
-            b.missing(
-                "node.kubelet.caCertData",
-                "the cluster CA (base64 PEM) when azure.bootstrapToken is used",
-            );
-        }
-    }
 
     // ---------------- networking, paths, bootstrap, artifacts ----------------
     let pod_cidr = given(nf.pod_cidr).filter(|c| {
@@ -804,11 +817,30 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             b.bad(
                 "networking.podCIDR",
                 Some(c),
-                "is not a CIDR; expected e.g. 10.244.1.0/24 or fd00:10:244:1::/64",
+                "is not a CIDR; expected e.g. 10.245.1.0/24 or fd00:10:244:1::/64",
             );
         }
         ok
     });
+    let cluster_pod_cidr = match given(nf.cluster_pod_cidr) {
+        None => parse::Cidr::parse(parse::AKS_DEFAULT_POD_CIDR),
+        Some(c) => {
+            let parsed = parse::Cidr::parse(&c);
+            if parsed.is_none() {
+                b.bad(
+                    "networking.clusterPodCIDR",
+                    Some(&c),
+                    "is not a CIDR; expected the cluster's pod CIDR, e.g. 10.244.0.0/16",
+                );
+            }
+            parsed
+        }
+    };
+    let node_pod_range = if cni.mode == CniMode::Bridge {
+        node_pod_range(&mut b, pod_cidr.as_deref(), cluster_pod_cidr, &node_name)
+    } else {
+        None
+    };
     let dns_service_ip = given(nf.dns_service_ip).and_then(|ip| match ip.parse::<IpAddr>() {
         Ok(ip) => Some(ip),
         Err(_) => {
@@ -871,7 +903,7 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     );
 
     let ok = b.problems.is_empty();
-    let (sp, bt) = (service_principal, bootstrap_token);
+    let sp = service_principal;
     let config = if ok {
         Some(Config {
             azure: AzureConfig {
@@ -887,7 +919,6 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
                     client_secret: s.unwrap_or_else(|| Secret::new("")),
                 }),
                 managed_identity,
-                bootstrap_token: bt.flatten(),
                 arc,
                 target_cluster: {
                     let c = cluster.unwrap_or(parse::ClusterId {
@@ -932,6 +963,8 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
             },
             networking: NetworkingConfig {
                 pod_cidr,
+                cluster_pod_cidr: cluster_pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
+                node_pod_range,
                 dns_service_ip,
             },
             paths,
@@ -947,6 +980,79 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         warnings: b.warnings,
         inline_secret,
     }
+}
+
+/// The bridge network's range for this node: `networking.podCIDR`, or a /24 derived from the node name.
+/// A range that equals or contains the cluster's pod CIDR is a problem (this node's pods would take
+/// addresses of pods on other nodes); one inside it is warned about (the cluster may hand the same range
+/// to another node).
+fn node_pod_range(
+    b: &mut B,
+    pod_cidr: Option<&str>,
+    cluster: Option<parse::Cidr>,
+    node_name: &str,
+) -> Option<NodePodRange> {
+    const FIELD: &str = "networking.podCIDR";
+    let (range, source) = match pod_cidr {
+        Some(c) => {
+            let range = parse::Cidr::parse(c)?;
+            let too_small = match range.addr {
+                IpAddr::V4(_) => range.len > 30,
+                IpAddr::V6(_) => range.len > 126,
+            };
+            if too_small {
+                b.bad(
+                    FIELD,
+                    Some(c),
+                    "is too small for a pod range; expected a prefix of /30 or shorter (/126 for IPv6), usually /24",
+                );
+                return None;
+            }
+            (range, FIELD.to_string())
+        }
+        None => {
+            let range = parse::derived_pod_range(node_name);
+            (
+                range,
+                format!(
+                    "derived from the node name {} ({FIELD} is unset)",
+                    q(node_name)
+                ),
+            )
+        }
+    };
+    if let Some(cluster) = cluster {
+        if range.contains(&cluster) {
+            let what = if range == cluster { "is" } else { "contains" };
+            b.bad(
+                FIELD,
+                pod_cidr,
+                format!(
+                    "{what} the cluster's whole pod CIDR {cluster} (networking.clusterPodCIDR): this node's pods would take addresses of pods on other nodes. Expected this node's own range, e.g. a /24 outside {cluster}, or leave it unset to derive one"
+                ),
+            );
+            return None;
+        }
+        if cluster.overlaps(&range) {
+            if pod_cidr.is_none() {
+                b.bad(
+                    FIELD,
+                    None,
+                    format!(
+                        "is unset, and the range derived from the node name ({range}) overlaps networking.clusterPodCIDR {cluster}; expected this node's own range outside {cluster}"
+                    ),
+                );
+                return None;
+            }
+            b.warnings.push(format!(
+                "{FIELD} {range} lies inside the cluster's pod CIDR {cluster} (networking.clusterPodCIDR): the cluster may assign the same range to another node; a range outside it cannot collide"
+            ));
+        }
+    }
+    Some(NodePodRange {
+        cidr: range.to_string(),
+        source,
+    })
 }
 
 fn same_version(a: &str, b: &str) -> bool {

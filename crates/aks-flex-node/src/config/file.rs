@@ -2,7 +2,7 @@
 //!
 //! Every field is optional here: defaults, legacy-to-new mapping and validation happen in
 //! `build`. Both the original (seed-era) keys and the newer shape (`components.*`,
-//! `azure.bootstrapToken`, `azure.managedIdentity`, `node.taints`, ...) are declared, so that the
+//! `azure.bootstrapToken` (refused), `azure.managedIdentity`, `node.taints`, ...) are declared, so that the
 //! JSON Schema printed by `config schema` (generated from these types) describes everything the
 //! loader accepts. Keys are matched case-insensitively before these types see them (see `keys`),
 //! so the spellings below are the canonical ones shown in the schema and in messages.
@@ -24,7 +24,7 @@ pub struct ConfigFile {
     pub azure: Option<AzureFile>,
     /// Agent behaviour: logging and node name.
     pub agent: Option<AgentFile>,
-    /// Kubernetes binaries (kubelet, kubectl, kubeadm).
+    /// Kubernetes binaries (kubelet, kubectl; kubeadm on request).
     pub kubernetes: Option<KubernetesFile>,
     /// Component versions in the newer shape (`components.kubernetes.version`, ...).
     pub components: Option<ComponentsFile>,
@@ -71,7 +71,8 @@ pub struct AzureFile {
     pub service_principal: Option<ServicePrincipalFile>,
     /// Managed identity (Azure VM IMDS). Mutually exclusive with servicePrincipal.
     pub managed_identity: Option<ManagedIdentityFile>,
-    /// Kubernetes bootstrap token for kubelet TLS bootstrapping.
+    /// Newer-shape key for kubelet TLS bootstrapping with a Kubernetes bootstrap token. Not supported
+    /// yet: a config that sets it is refused (the kubelet joins with the Arc identity's Entra tokens).
     pub bootstrap_token: Option<BootstrapTokenFile>,
     /// Azure Arc registration.
     pub arc: Option<ArcFile>,
@@ -104,7 +105,7 @@ pub struct ManagedIdentityFile {
     pub client_id: Option<String>,
 }
 
-/// Kubernetes bootstrap token.
+/// Kubernetes bootstrap token (not supported yet; refused).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BootstrapTokenFile {
@@ -181,6 +182,9 @@ pub struct KubernetesFile {
     pub url_template: Option<String>,
     /// Expected sha256 digests of the binaries.
     pub sha256: Option<KubeSha256File>,
+    /// Also install `/usr/local/bin/kubeadm` (default false). The agent never runs kubeadm: it joins the
+    /// node itself; this only puts the tool on the machine for operators.
+    pub install_kubeadm: Option<bool>,
 }
 
 /// Expected sha256 digests (64 hex characters) of the Kubernetes binaries.
@@ -225,7 +229,7 @@ pub struct ContainerdFile {
     pub version: Option<String>,
     /// Pause (sandbox) image (default mcr.microsoft.com/oss/kubernetes/pause:3.6).
     pub pause_image: Option<String>,
-    /// containerd metrics listen address (default 127.0.0.1:10257).
+    /// containerd metrics listen address (default 127.0.0.1:1338; avoid the ports Kubernetes components use).
     pub metrics_address: Option<String>,
     /// Expected sha256 of the containerd tarball.
     pub sha256: Option<String>,
@@ -314,9 +318,14 @@ pub struct KubeletFile {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkingFile {
-    /// Pod CIDR for this node (IPv4 or IPv6).
+    /// This node's own pod range for the bridge CNI (IPv4 or IPv6), e.g. 10.245.3.0/24. Must not equal
+    /// or contain clusterPodCIDR. Unset: a /24 in 10.245.0.0/16 derived from the node name.
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Option<String>,
+    /// The cluster's whole pod CIDR (default 10.244.0.0/16, AKS's default); only used to check that
+    /// this node's range cannot collide with the pods of other nodes.
+    #[serde(rename = "clusterPodCIDR")]
+    pub cluster_pod_cidr: Option<String>,
     /// Cluster DNS service IP.
     #[serde(rename = "dnsServiceIP")]
     pub dns_service_ip: Option<String>,

@@ -170,8 +170,6 @@ pub struct AzureConfig {
     pub service_principal: Option<ServicePrincipal>,
     /// Managed identity auth.
     pub managed_identity: Option<ManagedIdentity>,
-    /// Kubelet TLS bootstrap token (may be combined with one Azure auth mode).
-    pub bootstrap_token: Option<BootstrapToken>,
     /// Arc registration.
     pub arc: ArcConfig,
     /// The target AKS cluster.
@@ -198,14 +196,6 @@ pub struct ServicePrincipal {
 pub struct ManagedIdentity {
     /// User-assigned identity client GUID; `None` = system-assigned.
     pub client_id: Option<String>,
-}
-
-/// Kubernetes bootstrap token.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BootstrapToken {
-    /// `[a-z0-9]{6}.[a-z0-9]{16}`.
-    pub token: Secret,
 }
 
 /// Arc registration.
@@ -299,6 +289,8 @@ pub struct KubernetesConfig {
     pub url_template: Option<String>,
     /// Expected digests.
     pub sha256: KubeSha256,
+    /// Install kubeadm too (default false; the agent never runs it).
+    pub install_kubeadm: bool,
 }
 
 /// Expected sha256 digests of the Kubernetes binaries (lower-case hex).
@@ -321,7 +313,7 @@ pub struct ContainerdConfig {
     pub version: String,
     /// Pause image (default mcr.microsoft.com/oss/kubernetes/pause:3.6).
     pub pause_image: String,
-    /// Metrics address (default 127.0.0.1:10257, deliberately not the original's 0.0.0.0).
+    /// Metrics address (default 127.0.0.1:1338, deliberately not the original's 0.0.0.0).
     pub metrics_address: String,
     /// Expected tarball digest.
     pub sha256: Option<String>,
@@ -459,12 +451,27 @@ pub struct KubeletConfig {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkingConfig {
-    /// Pod CIDR (validated IPv4/IPv6 CIDR).
+    /// This node's pod range as written (validated IPv4/IPv6 CIDR).
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Option<String>,
+    /// The cluster's whole pod CIDR (default AKS's 10.244.0.0/16), normalised.
+    #[serde(rename = "clusterPodCIDR")]
+    pub cluster_pod_cidr: String,
+    /// The bridge CNI's range for this node (`None` with `cni.mode: none`).
+    pub node_pod_range: Option<NodePodRange>,
     /// Cluster DNS service IP.
     #[serde(rename = "dnsServiceIP")]
     pub dns_service_ip: Option<IpAddr>,
+}
+
+/// The pod range of this node's bridge network and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePodRange {
+    /// Network address/prefix, host bits cleared (e.g. `10.245.17.0/24`).
+    pub cidr: String,
+    /// Where it came from, for `plan` and `config show`: `networking.podCIDR`, or derived from the node name.
+    pub source: String,
 }
 
 /// Host paths.

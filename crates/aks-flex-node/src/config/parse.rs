@@ -145,6 +145,54 @@ pub fn is_label_key(s: &str) -> bool {
     name.len() <= 63 && is_qualified_part(name)
 }
 
+/// Label keys in the `kubernetes.io`/`k8s.io` namespaces that a kubelet may set on its own Node
+/// (`KubeletLabels()` in the kubelet's `well_known_labels.go`).
+pub const KUBELET_SELF_LABELS: [&str; 12] = [
+    "kubernetes.io/hostname",
+    "kubernetes.io/instance-type",
+    "kubernetes.io/os",
+    "kubernetes.io/arch",
+    "beta.kubernetes.io/instance-type",
+    "beta.kubernetes.io/os",
+    "beta.kubernetes.io/arch",
+    "failure-domain.beta.kubernetes.io/zone",
+    "failure-domain.beta.kubernetes.io/region",
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+    "node.kubernetes.io/instance-type",
+];
+
+/// Label namespaces (with their subdomains) a kubelet may set on its own Node (`KubeletLabelNamespaces()`).
+pub const KUBELET_SELF_LABEL_NAMESPACES: [&str; 2] =
+    ["kubelet.kubernetes.io", "node.kubernetes.io"];
+
+fn label_namespace(key: &str) -> &str {
+    key.split_once('/').map(|(ns, _)| ns).unwrap_or("")
+}
+
+fn in_namespace(ns: &str, domain: &str) -> bool {
+    ns == domain
+        || ns
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// True when a node label key may be passed to the kubelet's `--node-labels`: the kubelet refuses to
+/// start with a label in the `kubernetes.io` or `k8s.io` namespaces (`*.kubernetes.io/`, `*.k8s.io/`)
+/// unless it is one it may set on its own Node under the NodeRestriction admission plugin (the same rule
+/// as the kubelet's `IsKubeletLabel`). Every other prefix (`kubernetes.azure.com/`, `example.com/`, none)
+/// is the user's.
+pub fn kubelet_may_self_set_label(key: &str) -> bool {
+    let ns = label_namespace(key);
+    if !in_namespace(ns, "kubernetes.io") && !in_namespace(ns, "k8s.io") {
+        return true;
+    }
+    KUBELET_SELF_LABELS.contains(&key)
+        || KUBELET_SELF_LABEL_NAMESPACES
+            .iter()
+            .any(|allowed| in_namespace(ns, allowed))
+}
+
 /// True for an RFC 1123 DNS subdomain as Kubernetes uses it for node names: at most 253
 /// characters, dot-separated labels of `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, each at most 63.
 pub fn is_rfc1123_subdomain(s: &str) -> bool {
@@ -279,6 +327,91 @@ pub fn is_cidr(s: &str) -> bool {
     }
 }
 
+/// An IP network: the address with its host bits cleared, and the prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// Network address (host bits zero).
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n` or `x::/n` (see [`is_cidr`]); host bits are cleared.
+    pub fn parse(s: &str) -> Option<Cidr> {
+        if !is_cidr(s) {
+            return None;
+        }
+        let (addr, len) = s.split_once('/')?;
+        let len: u8 = len.parse().ok()?;
+        let addr: IpAddr = addr.parse().ok()?;
+        let addr = match addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        };
+        Some(Cidr { addr, len })
+    }
+
+    /// True when every address of `other` is in `self` (same family only).
+    pub fn contains(&self, other: &Cidr) -> bool {
+        if self.len > other.len {
+            return false;
+        }
+        match (self.addr, other.addr) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(a) == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(a) == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the two networks share an address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.contains(other) || other.contains(self)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// AKS's default pod CIDR (kubenet and Azure CNI overlay): the default of `networking.clusterPodCIDR`.
+pub const AKS_DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+/// The block a bridge-mode node's /24 is derived from when `networking.podCIDR` is unset: next to, not
+/// inside, AKS's default pod CIDR, and outside AKS's default service (10.0.0.0/16) and VNet
+/// (10.224.0.0/12) ranges.
+pub const DERIVED_POD_RANGE_BLOCK: &str = "10.245.0.0/16";
+
+/// The /24 in [`DERIVED_POD_RANGE_BLOCK`] for a node name: `10.245.<n>.0/24` with `n` from an FNV-1a
+/// hash of the name, so the same node always gets the same range.
+pub fn derived_pod_range(node_name: &str) -> Cidr {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in node_name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let third = (h % 256) as u8;
+    Cidr {
+        addr: IpAddr::V4(std::net::Ipv4Addr::new(10, 245, third, 0)),
+        len: 24,
+    }
+}
+
 /// True when a host is a loopback name or address (plain http is allowed only there, so tests
 /// can point the agent at the local emulator).
 pub fn is_loopback_host(url: &reqwest::Url) -> bool {
@@ -391,6 +524,103 @@ mod tests {
         assert!(!is_cidr("10.0.0.0"));
         assert!(is_guid(SUB));
         assert!(!is_guid("your-subscription-id"));
+    }
+
+    #[test]
+    fn cidrs_clear_host_bits_and_compare() {
+        let c = |s: &str| Cidr::parse(s).unwrap();
+        assert_eq!(c("10.244.3.77/24").to_string(), "10.244.3.0/24");
+        assert_eq!(c("fd00:1::5/64").to_string(), "fd00:1::/64");
+        assert_eq!(c("0.0.0.0/0").to_string(), "0.0.0.0/0");
+        assert!(c("10.244.0.0/16").contains(&c("10.244.3.0/24")));
+        assert!(c("10.244.0.0/16").contains(&c("10.244.0.0/16")));
+        assert!(!c("10.244.3.0/24").contains(&c("10.244.0.0/16")));
+        assert!(c("10.0.0.0/8").overlaps(&c("10.244.0.0/16")));
+        assert!(!c("10.245.0.0/16").overlaps(&c("10.244.0.0/16")));
+        assert!(!c("10.0.0.0/8").overlaps(&c("fd00::/8")));
+        assert!(Cidr::parse("10.0.0.0/33").is_none());
+    }
+
+    #[test]
+    fn derived_pod_ranges_are_stable_slash_24s_outside_the_aks_default() {
+        let aks = Cidr::parse(AKS_DEFAULT_POD_CIDR).unwrap();
+        let block = Cidr::parse(DERIVED_POD_RANGE_BLOCK).unwrap();
+        assert_eq!(
+            derived_pod_range("flex-node-1"),
+            derived_pod_range("flex-node-1")
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..64 {
+            let r = derived_pod_range(&format!("node-{i}"));
+            assert_eq!(r.len, 24);
+            assert!(block.contains(&r) && !aks.overlaps(&r), "{r}");
+            seen.insert(r.to_string());
+        }
+        assert!(seen.len() > 40, "the hash spreads names: {}", seen.len());
+    }
+
+    #[test]
+    fn kubelet_self_settable_labels_follow_node_restriction() {
+        for (key, ok) in [
+            ("env", true),
+            ("example.com/team", true),
+            ("kubernetes.azure.com/agentpool", true),
+            ("kubernetes.azure.com/managed", true),
+            ("notkubernetes.io/x", true),
+            ("k8s.io.example.com/x", true),
+            ("kubernetes.io/hostname", true),
+            ("kubernetes.io/arch", true),
+            ("beta.kubernetes.io/os", true),
+            ("failure-domain.beta.kubernetes.io/zone", true),
+            ("topology.kubernetes.io/region", true),
+            ("node.kubernetes.io/instance-type", true),
+            ("node.kubernetes.io/anything", true),
+            ("kubelet.kubernetes.io/anything", true),
+            ("a.b.node.kubernetes.io/x", true),
+            ("x.kubelet.kubernetes.io/y", true),
+            ("node-role.kubernetes.io/worker", false),
+            ("node-role.kubernetes.io/agent", false),
+            ("kubernetes.io/role", false),
+            ("topology.kubernetes.io/rack", false),
+            ("node-restriction.kubernetes.io/pool", false),
+            ("k8s.io/x", false),
+            ("sigs.k8s.io/x", false),
+            ("nodekubernetes.io/x", true),
+            ("xnode.kubernetes.io/x", false),
+        ] {
+            assert_eq!(kubelet_may_self_set_label(key), ok, "{key}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn labels_outside_the_kubernetes_namespaces_are_always_allowed(
+            prefix in "[a-z][a-z0-9-]{0,10}(\\.[a-z][a-z0-9-]{0,10}){0,3}",
+            name in "[a-zA-Z0-9]([a-zA-Z0-9._-]{0,20}[a-zA-Z0-9])?",
+        ) {
+            let key = format!("{prefix}/{name}");
+            let k8s = |d: &str| prefix == d || prefix.ends_with(&format!(".{d}"));
+            let expected = !(k8s("kubernetes.io") || k8s("k8s.io"));
+            if expected {
+                prop_assert!(kubelet_may_self_set_label(&key), "{}", key);
+            }
+            prop_assert!(kubelet_may_self_set_label(&name));
+        }
+
+        #[test]
+        fn kubernetes_namespace_labels_are_allowed_exactly_under_the_kubelet_namespaces(
+            sub in "([a-z][a-z0-9-]{0,8}\\.){0,2}",
+            domain in prop::sample::select(vec!["kubernetes.io", "k8s.io"]),
+            name in "[a-z]([a-z0-9-]{0,10}[a-z0-9])?",
+        ) {
+            let ns = format!("{sub}{domain}");
+            let key = format!("{ns}/{name}");
+            let allowed_ns = ["kubelet.kubernetes.io", "node.kubernetes.io"]
+                .iter()
+                .any(|a| ns == *a || ns.ends_with(&format!(".{a}")));
+            let expected = allowed_ns || KUBELET_SELF_LABELS.contains(&key.as_str());
+            prop_assert_eq!(kubelet_may_self_set_label(&key), expected, "{}", key);
+        }
     }
 
     proptest! {

@@ -148,6 +148,10 @@ pub struct SandboxRecord {
     pub units: BTreeMap<String, SandboxUnit>,
     pub daemon_reloads: u32,
     pub kernel: SimKernel,
+    /// Programs the simulated machine lacks (a sandbox otherwise assumes a full system's programs,
+    /// since it never runs the host-changing ones). Set by tests with [`Host::sandbox_mark_absent`].
+    #[serde(default)]
+    pub absent_programs: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -367,12 +371,94 @@ impl Host {
         }
     }
 
-    /// Whether a kernel module is loaded or built in (`/sys/module/<name>` exists).
+    /// Whether a kernel module is loaded (`/sys/module/<name>` exists; built-in modules with parameters
+    /// have one too). See [`Host::module_available`] for the check that also knows built-in modules.
     pub fn module_loaded(&self, name: &str) -> Result<bool> {
         match &self.mode {
             Mode::Real => Ok(Path::new("/sys/module").join(name).exists()),
             Mode::Sandbox(_) => self.with_record(|rec, _| rec.kernel.modules.contains(name)),
         }
+    }
+
+    /// Whether what a kernel module provides is available without loading it: the module is loaded
+    /// (`/sys/module/<name>`; in a sandbox the simulated set, which starts from the root's `/sys/module`
+    /// and grows with each recorded `modprobe`), or built into the kernel. A built-in module has no
+    /// `/sys/module` entry unless it has parameters, so it is also recognised by what it provides (for
+    /// `br_netfilter` the `/proc/sys/net/bridge` sysctls, for `overlay` its line in `/proc/filesystems`) or
+    /// by `/lib/modules/<release>/modules.builtin`. All of these are read under the root, so a sandbox
+    /// sees the test's files.
+    pub fn module_available(&self, name: &str) -> Result<bool> {
+        if self.module_loaded(name)? {
+            return Ok(true);
+        }
+        let provided = match name {
+            "br_netfilter" => self.fs.exists(Path::new("/proc/sys/net/bridge"))?,
+            "overlay" => self
+                .fs
+                .read_to_string(Path::new("/proc/filesystems"))?
+                .is_some_and(|t| {
+                    t.lines()
+                        .any(|l| l.split_whitespace().last() == Some("overlay"))
+                }),
+            _ => false,
+        };
+        if provided {
+            return Ok(true);
+        }
+        let Some(release) = self
+            .fs
+            .read_to_string(Path::new("/proc/sys/kernel/osrelease"))?
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty() && !r.contains('/'))
+        else {
+            return Ok(false);
+        };
+        let builtin = Path::new("/lib/modules")
+            .join(release)
+            .join("modules.builtin");
+        Ok(self
+            .fs
+            .read_to_string(&builtin)?
+            .is_some_and(|t| modules_builtin_lists(&t, name)))
+    }
+
+    /// Where a program is, looked up like a shell would (`PATH`, then the sbin directories a root shell
+    /// has). In a sandbox every program is assumed present unless a test marked it absent.
+    pub fn find_program(&self, name: &str) -> Result<Option<PathBuf>> {
+        match &self.mode {
+            Mode::Real => {
+                let path = std::env::var("PATH").unwrap_or_default();
+                let dirs = path.split(':').filter(|d| d.starts_with('/')).chain([
+                    "/usr/local/sbin",
+                    "/usr/sbin",
+                    "/sbin",
+                    "/usr/bin",
+                    "/bin",
+                ]);
+                for d in dirs {
+                    let p = Path::new(d).join(name);
+                    if is_executable_file(&p) {
+                        return Ok(Some(p));
+                    }
+                }
+                Ok(None)
+            }
+            Mode::Sandbox(_) => self.with_record(|rec, _| {
+                (!rec.absent_programs.contains(name)).then(|| PathBuf::from(name))
+            }),
+        }
+    }
+
+    /// Sandbox only: make the simulated machine lack `program` (e.g. a minimal image without `kmod`).
+    /// Like every sandbox change it is persisted (for later `Host`s on the root) once the state
+    /// directory exists.
+    pub fn sandbox_mark_absent(&self, program: &str) -> Result<()> {
+        if self.is_sandbox() {
+            self.with_record(|rec, _| {
+                rec.absent_programs.insert(program.to_string());
+            })?;
+        }
+        Ok(())
     }
 
     /// Active swap devices (from `/proc/swaps`).
@@ -488,6 +574,23 @@ fn simulate(rec: &mut SandboxRecord, fs: &RootFs, spec: &CommandSpec) {
     }
 }
 
+/// Whether `modules.builtin` (one path per line, e.g. `kernel/net/bridge/br_netfilter.ko`) lists the
+/// module `name`; `-` and `_` are the same in module names.
+pub fn modules_builtin_lists(text: &str, name: &str) -> bool {
+    let norm = |s: &str| s.replace('-', "_");
+    let want = norm(name);
+    text.lines().any(|l| {
+        let base = l.trim().rsplit('/').next().unwrap_or("");
+        let base = base.split(".ko").next().unwrap_or("");
+        !base.is_empty() && norm(base) == want
+    })
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// `key = value` lines of a sysctl.d file; comments and blanks skipped, `-key` (ignore errors) accepted.
 pub fn parse_sysctl_conf(text: &str) -> Vec<(String, String)> {
     text.lines()
@@ -556,6 +659,56 @@ mod tests {
                 ("net.ipv4.x".to_string(), "a b".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn modules_builtin_lines_match_by_module_name() {
+        let text = "kernel/fs/overlayfs/overlay.ko\nkernel/net/bridge/br_netfilter.ko.xz\nkernel/drivers/x/snd-hda.ko\n";
+        assert!(modules_builtin_lists(text, "overlay"));
+        assert!(modules_builtin_lists(text, "br_netfilter"));
+        assert!(modules_builtin_lists(text, "snd_hda"));
+        assert!(!modules_builtin_lists(text, "bridge"));
+        assert!(!modules_builtin_lists("", "overlay"));
+    }
+
+    #[test]
+    fn built_in_modules_are_available_by_what_they_provide() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        assert!(!host.module_available("br_netfilter").unwrap());
+        assert!(!host.module_available("overlay").unwrap());
+        std::fs::create_dir_all(dir.path().join("proc/sys/net/bridge")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/filesystems"),
+            "nodev\tsysfs\nnodev\toverlay\n\text4\n",
+        )
+        .unwrap();
+        assert!(host.module_available("br_netfilter").unwrap());
+        assert!(host.module_available("overlay").unwrap());
+        // Nothing of this is "loaded": /sys/module has no entry.
+        assert!(!host.module_loaded("overlay").unwrap());
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/sys/kernel")).unwrap();
+        std::fs::create_dir_all(dir.path().join("lib/modules/6.1.0-test")).unwrap();
+        std::fs::write(dir.path().join("proc/sys/kernel/osrelease"), "6.1.0-test\n").unwrap();
+        std::fs::write(
+            dir.path().join("lib/modules/6.1.0-test/modules.builtin"),
+            "kernel/fs/overlayfs/overlay.ko\n",
+        )
+        .unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        assert!(host.module_available("overlay").unwrap());
+        assert!(!host.module_available("br_netfilter").unwrap());
+    }
+
+    #[test]
+    fn sandbox_programs_are_present_unless_marked_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        assert!(host.find_program("modprobe").unwrap().is_some());
+        host.sandbox_mark_absent("modprobe").unwrap();
+        assert!(host.find_program("modprobe").unwrap().is_none());
     }
 
     #[test]

@@ -1,10 +1,17 @@
-//! The bridge CNI config `/etc/cni/net.d/10-bridge.conf` (the original's, with a per-node pod range).
+//! The bridge CNI network `/etc/cni/net.d/10-bridge.conflist`: a chain of `bridge` (with this node's pod
+//! range, hairpin mode so a pod reaches its own Service VIP, NAT for traffic leaving the node) and
+//! `portmap` (so `hostPort` works). The original wrote a single-plugin `10-bridge.conf`, which silently
+//! ignored hostPort and had no hairpin; it is removed by CNISetup, since `10-bridge.conf` sorts before
+//! `10-bridge.conflist` and the runtime uses the first network config by file name.
 
 use std::net::IpAddr;
 
-pub const CONF_PATH: &str = "/etc/cni/net.d/10-bridge.conf";
-/// The original gave every node this range; kept only as the fallback when `networking.podCIDR` is unset.
-pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+pub const CONFLIST_PATH: &str = "/etc/cni/net.d/10-bridge.conflist";
+/// What the original (and this agent before the conflist) wrote; it would shadow the conflist.
+pub const LEGACY_CONF_PATH: &str = "/etc/cni/net.d/10-bridge.conf";
+/// CNI spec version of the conflist: 1.0.0 is supported by the plugins from 1.0 on (Debian 12's 1.1.1
+/// included) and by containerd 1.6+.
+pub const CNI_VERSION: &str = "1.0.0";
 
 /// `(network address, gateway = first host)` of a CIDR, or an error naming the problem.
 pub fn subnet_and_gateway(cidr: &str) -> Result<(String, String), String> {
@@ -51,8 +58,8 @@ pub fn subnet_and_gateway(cidr: &str) -> Result<(String, String), String> {
     }
 }
 
-/// The bridge config for `pod_cidr`.
-pub fn bridge_conf(pod_cidr: &str) -> Result<String, String> {
+/// The bridge + portmap network list for `pod_cidr` (this node's own range).
+pub fn bridge_conflist(pod_cidr: &str) -> Result<String, String> {
     let (subnet, gateway) = subnet_and_gateway(pod_cidr)?;
     let default_route = if subnet.contains(':') {
         "::/0"
@@ -60,17 +67,26 @@ pub fn bridge_conf(pod_cidr: &str) -> Result<String, String> {
         "0.0.0.0/0"
     };
     let v = serde_json::json!({
-        "cniVersion": "0.3.1",
+        "cniVersion": CNI_VERSION,
         "name": "bridge",
-        "type": "bridge",
-        "bridge": "cni0",
-        "isGateway": true,
-        "ipMasq": true,
-        "ipam": {
-            "type": "host-local",
-            "ranges": [[{"subnet": subnet, "gateway": gateway}]],
-            "routes": [{"dst": default_route}]
-        }
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": true,
+                "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet, "gateway": gateway}]],
+                    "routes": [{"dst": default_route}]
+                }
+            },
+            {
+                "type": "portmap",
+                "capabilities": {"portMappings": true}
+            }
+        ]
     });
     Ok(format!(
         "{}\n",
@@ -84,8 +100,28 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn bridge_conf_golden() {
-        insta::assert_snapshot!(bridge_conf("10.244.3.0/24").unwrap());
+    fn bridge_conflist_golden() {
+        insta::assert_snapshot!(bridge_conflist("10.245.3.0/24").unwrap());
+    }
+
+    #[test]
+    fn conflist_chains_bridge_with_hairpin_and_portmap() {
+        let v: serde_json::Value =
+            serde_json::from_str(&bridge_conflist("10.245.3.9/24").unwrap()).unwrap();
+        assert_eq!(v["cniVersion"], "1.0.0");
+        let plugins = v["plugins"].as_array().unwrap();
+        assert_eq!(plugins.len(), 2);
+        assert_eq!(plugins[0]["type"], "bridge");
+        assert_eq!(plugins[0]["hairpinMode"], true);
+        assert_eq!(plugins[0]["ipMasq"], true);
+        assert_eq!(
+            plugins[0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.245.3.0/24"
+        );
+        assert_eq!(plugins[1]["type"], "portmap");
+        assert_eq!(plugins[1]["capabilities"]["portMappings"], true);
+        // The legacy single-plugin name sorts first, so it must never be left next to the list.
+        assert!(LEGACY_CONF_PATH < CONFLIST_PATH);
     }
 
     #[test]

@@ -20,14 +20,36 @@ fn q(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// `(major, minor)` of a version like `2.1.3` (a leading `v` is accepted); missing parts are 0.
+fn major_minor(version: &str) -> (u32, u32) {
+    let mut parts = version.trim_start_matches('v').split(['.', '-', '+']);
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    let major = next();
+    (major, next())
+}
+
 /// True for containerd 2.x and later (config version 3).
 pub fn is_v2(version: &str) -> bool {
-    version
-        .split('.')
-        .next()
-        .and_then(|m| m.parse::<u32>().ok())
-        .is_some_and(|m| m >= 2)
+    major_minor(version).0 >= 2
 }
+
+/// The CRI CNI binary directory setting. containerd 2.1 deprecated the single `bin_dir` for the list
+/// `bin_dirs` (and refuses a config that sets both); older releases only know `bin_dir`.
+fn cni_bin_dir_line(version: &str) -> String {
+    if major_minor(version) >= (2, 1) {
+        format!("bin_dirs = [{}]", q(CNI_BIN_DIR))
+    } else {
+        format!("bin_dir = {}", q(CNI_BIN_DIR))
+    }
+}
+
+/// Where the CNI plugins are installed (CNISetup) and where containerd looks for them.
+pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
 
 pub fn config_toml(s: &ContainerdSettings) -> String {
     if is_v2(s.version) {
@@ -63,8 +85,9 @@ oom_score = 0
       runtime_type = "io.containerd.runc.v2"
       [{p}.containerd.runtimes.untrusted.options]
         BinaryName = "/usr/bin/runc"
+        SystemdCgroup = true
   [{p}.cni]
-    bin_dir = "/opt/cni/bin"
+    {bin_dir}
     conf_dir = "/etc/cni/net.d"
   [{p}.registry]
     config_path = "/etc/containerd/certs.d"
@@ -76,6 +99,7 @@ oom_score = 0
 "#,
         image = q(s.pause_image),
         metrics = q(s.metrics_address),
+        bin_dir = cni_bin_dir_line(s.version),
     )
 }
 
@@ -112,8 +136,9 @@ oom_score = 0
       runtime_type = "io.containerd.runc.v2"
       [{rt}.containerd.runtimes.untrusted.options]
         BinaryName = "/usr/bin/runc"
+        SystemdCgroup = true
   [{rt}.cni]
-    bin_dir = "/opt/cni/bin"
+    {bin_dir}
     conf_dir = "/etc/cni/net.d"
 
 [metrics]
@@ -121,6 +146,7 @@ oom_score = 0
 "#,
         image = q(s.pause_image),
         metrics = q(s.metrics_address),
+        bin_dir = cni_bin_dir_line(s.version),
     )
 }
 
@@ -158,7 +184,7 @@ mod tests {
         ContainerdSettings {
             version,
             pause_image: "mcr.microsoft.com/oss/kubernetes/pause:3.6",
-            metrics_address: "127.0.0.1:10257",
+            metrics_address: "127.0.0.1:1338",
             restrict_oom_score_adj: restrict,
         }
     }
@@ -176,6 +202,48 @@ mod tests {
     #[test]
     fn config_v3_for_containerd_2_golden() {
         insta::assert_snapshot!(config_toml(&settings("2.0.4", false)));
+    }
+
+    #[test]
+    fn config_v3_for_containerd_2_1_uses_bin_dirs_golden() {
+        let t = config_toml(&settings("2.1.0", false));
+        assert!(t.contains(r#"bin_dirs = ["/opt/cni/bin"]"#), "{t}");
+        assert!(!t.contains("bin_dir ="), "{t}");
+        insta::assert_snapshot!(t);
+    }
+
+    #[test]
+    fn cni_bin_dir_key_follows_the_containerd_version() {
+        for (v, list) in [
+            ("1.7.20", false),
+            ("2.0.4", false),
+            ("2.1.0", true),
+            ("2.1.4", true),
+            ("2.2.0-rc.1", true),
+            ("3.0.0", true),
+            ("v2.1.1", true),
+        ] {
+            let t = config_toml(&settings(v, false));
+            assert_eq!(t.contains("bin_dirs = ["), list, "{v}: {t}");
+            assert_eq!(t.contains("bin_dir = \"/opt/cni/bin\""), !list, "{v}: {t}");
+        }
+    }
+
+    #[test]
+    fn every_runc_runtime_uses_the_systemd_cgroup_driver() {
+        // The kubelet runs with cgroupDriver: systemd; a runtime with cgroupfs would split the hierarchy.
+        for v in ["1.7.20", "2.0.4", "2.1.0"] {
+            let t = config_toml(&settings(v, false));
+            let runtimes = t
+                .matches("runtime_type = \"io.containerd.runc.v2\"")
+                .count();
+            assert_eq!(runtimes, 2, "{t}");
+            assert_eq!(
+                t.matches("SystemdCgroup = true").count(),
+                runtimes,
+                "{v}: {t}"
+            );
+        }
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum Action {
         content: Vec<u8>,
         /// Content is a secret: never shown in plans, diffs or logs.
         secret: bool,
+        /// Why this content, when the file alone does not say (shown in the plan's summary).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// Remove a file or symlink.
     RemoveFile { path: PathBuf },
@@ -68,6 +71,7 @@ impl Action {
             owner: None,
             content: content.into(),
             secret: false,
+            note: None,
         }
     }
 
@@ -79,7 +83,16 @@ impl Action {
             owner: None,
             content: content.into(),
             secret: true,
+            note: None,
         }
+    }
+
+    /// The same action with a note for the plan (only file writes carry one).
+    pub fn with_note(mut self, text: impl Into<String>) -> Self {
+        if let Action::WriteFile { note, .. } = &mut self {
+            *note = Some(text.into());
+        }
+        self
     }
 
     pub fn run(argv: &[&str], description: impl Into<String>, effect: Effect) -> Self {
@@ -93,9 +106,12 @@ impl Action {
     /// One line for humans: "create /etc/x (0644)", "run sysctl -p ...".
     pub fn summary(&self) -> String {
         match self {
-            Action::WriteFile { path, mode, .. } => {
-                format!("write {} ({mode:04o})", path.display())
-            }
+            Action::WriteFile {
+                path, mode, note, ..
+            } => match note {
+                Some(n) => format!("write {} ({mode:04o}): {n}", path.display()),
+                None => format!("write {} ({mode:04o})", path.display()),
+            },
             Action::RemoveFile { path } => format!("remove {}", path.display()),
             Action::Symlink { path, target } => {
                 format!("link {} -> {}", path.display(), target.display())
@@ -187,6 +203,7 @@ pub fn file_action(
         owner: None,
         content,
         secret,
+        note: None,
     }))
 }
 

@@ -1,7 +1,9 @@
 //! `CNISetup`: the CNI plugins in `/opt/cni/bin` (our config points there, not at a distro's
-//! `/usr/lib/cni`), `/etc/cni/net.d` and `/var/lib/cni`, and `/etc/cni/net.d/10-bridge.conf` with this
-//! node's pod range (`networking.podCIDR`). `cni.mode: none` installs the plugins but writes no config,
-//! leaving networking to a cluster CNI (Cilium, Azure CNI).
+//! `/usr/lib/cni`), `/etc/cni/net.d` and `/var/lib/cni`, and `/etc/cni/net.d/10-bridge.conflist` (bridge +
+//! portmap) with this node's pod range: `networking.podCIDR`, or a /24 derived from the node name (see
+//! `config`); the plan says which. A `10-bridge.conf` (the original's, or this agent's before the
+//! conflist) is removed, journaled, since it would shadow the conflist. `cni.mode: none` installs the
+//! plugins but writes no config, leaving networking to a cluster CNI (Cilium, Azure CNI).
 
 use std::path::{Path, PathBuf};
 
@@ -14,7 +16,7 @@ pub struct CniSetup;
 
 const NAME: &str = "CNISetup";
 pub const BIN_DIR: &str = "/opt/cni/bin";
-pub const REQUIRED: [&str; 3] = ["bridge", "host-local", "loopback"];
+pub const REQUIRED: [&str; 4] = ["bridge", "host-local", "loopback", "portmap"];
 
 fn wanted() -> Vec<(PathBuf, u32)> {
     REQUIRED
@@ -25,6 +27,30 @@ fn wanted() -> Vec<(PathBuf, u32)> {
 
 fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
     install::spec_is_current(ctx, spec, &wanted())
+}
+
+/// The runtime uses the first network config in `/etc/cni/net.d` by file name: say so when another one
+/// sorts before ours (the bridge network would not be used).
+fn warn_about_shadowing(host: &crate::host::Host) -> StepResult<()> {
+    let ours = Path::new(render::CONFLIST_PATH)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let legacy = Path::new(render::LEGACY_CONF_PATH)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    for name in host.fs.list_dir(Path::new("/etc/cni/net.d"))? {
+        let is_config = [".conf", ".conflist", ".json"]
+            .iter()
+            .any(|e| name.ends_with(e));
+        if is_config && name.as_str() < ours && name != legacy {
+            tracing::warn!(
+                "/etc/cni/net.d/{name} sorts before {ours}: the container runtime uses the first network config by name, so pods would not get the bridge network; remove it or set cni.mode: none"
+            );
+        }
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -57,22 +83,29 @@ impl Step for CniSetup {
             }
         }
         if ctx.config.cni.mode == CniMode::Bridge {
-            let cidr = match &ctx.config.networking.pod_cidr {
-                Some(c) => c.clone(),
-                None => {
-                    tracing::warn!("networking.podCIDR is not set: using {} like the original, which gives every node the same range; set a per-node range", render::DEFAULT_POD_CIDR);
-                    render::DEFAULT_POD_CIDR.to_string()
-                }
-            };
-            let conf = render::bridge_conf(&cidr)
+            let range = ctx
+                .config
+                .networking
+                .node_pod_range
+                .as_ref()
+                .ok_or_else(|| {
+                    StepError::failed("no pod range for the bridge network (config not validated?)")
+                })?;
+            let conf = render::bridge_conflist(&range.cidr)
                 .map_err(|e| StepError::failed(format!("networking.podCIDR: {e}")))?;
-            actions.extend(file_action(
-                host,
-                Path::new(render::CONF_PATH),
-                0o644,
-                conf,
-                false,
-            )?);
+            if let Some(a) =
+                file_action(host, Path::new(render::CONFLIST_PATH), 0o644, conf, false)?
+            {
+                actions
+                    .push(a.with_note(format!("pod range {} from {}", range.cidr, range.source)));
+            }
+            let legacy = Path::new(render::LEGACY_CONF_PATH);
+            if host.fs.entry(legacy)?.is_some() {
+                actions.push(Action::RemoveFile {
+                    path: legacy.into(),
+                });
+            }
+            warn_about_shadowing(host)?;
         }
         Ok(actions)
     }
@@ -105,5 +138,83 @@ impl Step for CniSetup {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::host::Host;
+
+    fn context(root: &Path, networking: serde_json::Value) -> Context {
+        let env = |_: &str| None;
+        let opts = crate::config::LoadOptions {
+            hostname: "node-1".into(),
+            env: &env,
+        };
+        let text = serde_json::json!({
+            "azure": {
+                "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "targetCluster": {
+                    "resourceId": "/subscriptions/8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c",
+                    "location": "westus"
+                }
+            },
+            "agent": {"nodeName": "flex-node-7"},
+            "kubernetes": {"version": "1.30.4"},
+            "networking": networking
+        })
+        .to_string();
+        let cfg = crate::config::load_str(&text, "test", &opts)
+            .unwrap()
+            .config;
+        Context::new(Arc::new(cfg), Arc::new(Host::new(root).unwrap())).unwrap()
+    }
+
+    fn summaries(actions: &[Action]) -> Vec<String> {
+        actions.iter().map(Action::summary).collect()
+    }
+
+    #[tokio::test]
+    async fn plan_says_which_pod_range_and_where_it_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let derived = crate::config::parse::derived_pod_range("flex-node-7").to_string();
+        let ctx = context(dir.path(), serde_json::json!({}));
+        let s = summaries(&CniSetup.plan(&ctx).await.unwrap());
+        let line = s
+            .iter()
+            .find(|l| l.contains("10-bridge.conflist"))
+            .expect("conflist write");
+        assert!(line.contains(&format!("pod range {derived}")), "{line}");
+        assert!(
+            line.contains("derived from the node name \"flex-node-7\""),
+            "{line}"
+        );
+
+        let ctx = context(dir.path(), serde_json::json!({"podCIDR": "10.250.1.0/24"}));
+        let s = summaries(&CniSetup.plan(&ctx).await.unwrap());
+        assert!(
+            s.iter()
+                .any(|l| l.contains("pod range 10.250.1.0/24 from networking.podCIDR")),
+            "{s:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_legacy_single_plugin_conf_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("etc/cni/net.d/10-bridge.conf");
+        std::fs::create_dir_all(legacy.parent().unwrap()).unwrap();
+        std::fs::write(&legacy, "{}").unwrap();
+        let ctx = context(dir.path(), serde_json::json!({}));
+        let actions = CniSetup.plan(&ctx).await.unwrap();
+        assert!(
+            actions.iter().any(|a| matches!(a, Action::RemoveFile { path } if path == Path::new(render::LEGACY_CONF_PATH))),
+            "{:?}",
+            summaries(&actions)
+        );
     }
 }

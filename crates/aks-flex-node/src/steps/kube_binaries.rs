@@ -1,12 +1,14 @@
-//! `KubeBinariesInstaller`: `/usr/local/bin/{kubelet,kubectl,kubeadm}` (0755), from the per-binary
-//! downloads with their published `.sha256` or the original's `kubernetes.urlTemplate` tarball (only the
-//! three binaries are taken, each verified against its configured pin). The kubelet's `--version` must
-//! equal the configured version exactly before anything is installed (the original matched substrings).
+//! `KubeBinariesInstaller`: `/usr/local/bin/{kubelet,kubectl}` (0755), and `kubeadm` only with
+//! `kubernetes.installKubeadm` (the agent never runs kubeadm; it is there for operators who want it), from
+//! the per-binary downloads with their published `.sha256` or the original's `kubernetes.urlTemplate`
+//! tarball (only those binaries are taken, each verified against its configured pin). The kubelet's
+//! `--version` must equal the configured version exactly before anything is installed (the original matched
+//! substrings). A kubeadm this agent installed earlier is removed once the setting is off.
 
 use std::path::{Path, PathBuf};
 
 use super::{Action, Context, Phase, Step, StepError, StepResult};
-use crate::artifacts::{self, install, KubeSource, KUBE_BINARIES};
+use crate::artifacts::{self, install, KubeSource};
 use crate::host::CommandSpec;
 
 pub struct KubeBinariesInstaller;
@@ -22,8 +24,8 @@ pub fn version_matches(output: &str, version: &str) -> bool {
         .is_some_and(|v| v.strip_prefix('v') == Some(version))
 }
 
-fn wanted() -> Vec<(PathBuf, u32)> {
-    KUBE_BINARIES
+fn wanted(ctx: &Context) -> Vec<(PathBuf, u32)> {
+    artifacts::kube_binaries(&ctx.config)
         .iter()
         .map(|b| (Path::new(BIN_DIR).join(b), 0o755))
         .collect()
@@ -36,9 +38,25 @@ fn installed(ctx: &Context) -> StepResult<bool> {
         &ctx.config.kubernetes.version,
         artifacts::host_arch(),
         None,
-        &wanted(),
+        &wanted(ctx),
     )
     .map_err(StepError::other)
+}
+
+/// Binaries this agent installed earlier (they are in its install record) that the configuration no
+/// longer wants and that are still there: today only kubeadm after `kubernetes.installKubeadm` went off.
+fn unwanted(ctx: &Context) -> StepResult<Vec<PathBuf>> {
+    let Some(rec) = install::load_record(&ctx.host, "kubernetes").map_err(StepError::other)? else {
+        return Ok(Vec::new());
+    };
+    let wanted = wanted(ctx);
+    let mut out = Vec::new();
+    for f in rec.files {
+        if !wanted.iter().any(|(p, _)| *p == f.path) && ctx.host.fs.exists(&f.path)? {
+            out.push(f.path);
+        }
+    }
+    Ok(out)
 }
 
 #[async_trait::async_trait]
@@ -54,9 +72,13 @@ impl Step for KubeBinariesInstaller {
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
         let arch = artifacts::host_arch();
         let source = artifacts::kube_source(&ctx.config, arch).map_err(StepError::other)?;
-        let wanted = wanted();
+        let wanted = wanted(ctx);
+        let removals: Vec<Action> = unwanted(ctx)?
+            .into_iter()
+            .map(|path| Action::RemoveFile { path })
+            .collect();
         if installed(ctx)? {
-            return Ok(vec![]);
+            return Ok(removals);
         }
         let spec = match &source {
             KubeSource::Binaries(b) => b[0].clone(),
@@ -64,10 +86,13 @@ impl Step for KubeBinariesInstaller {
         };
         let mut spec = spec;
         spec.component = "kubernetes".into();
-        Ok(vec![install::install_action(
+        // Install first: a new install record replaces the old one, then the leftovers go.
+        let mut actions = vec![install::install_action(
             &spec,
             &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
-        )])
+        )];
+        actions.extend(removals);
+        Ok(actions)
     }
 
     async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
@@ -92,12 +117,13 @@ impl Step for KubeBinariesInstaller {
     ) -> StepResult<()> {
         let arch = artifacts::host_arch();
         let version = ctx.config.kubernetes.version.clone();
+        let binaries = artifacts::kube_binaries(&ctx.config);
         let source = artifacts::kube_source(&ctx.config, arch).map_err(StepError::other)?;
         let (staged, source_sha, spec) = match &source {
             KubeSource::Binaries(specs) => {
                 let fetched = install::fetch_journaled(ctx, NAME, specs).await?;
                 let pairs: Vec<(&str, &artifacts::Fetched)> =
-                    KUBE_BINARIES.iter().copied().zip(fetched.iter()).collect();
+                    binaries.iter().copied().zip(fetched.iter()).collect();
                 let staged = install::Staged::copies(&ctx.host, &pairs, 0o700)
                     .await
                     .map_err(StepError::other)?;
@@ -113,7 +139,7 @@ impl Step for KubeBinariesInstaller {
                     &spec.version,
                     |p| {
                         p.strip_prefix("kubernetes/node/bin/")
-                            .filter(|n| KUBE_BINARIES.contains(n))
+                            .filter(|n| binaries.contains(n))
                             .map(str::to_string)
                     },
                 )
@@ -166,7 +192,7 @@ impl Step for KubeBinariesInstaller {
             &staged,
             Path::new(BIN_DIR),
             0o755,
-            &KUBE_BINARIES,
+            binaries,
         )
         .await?;
         Ok(())

@@ -1,10 +1,20 @@
 //! `SystemConfigured`: kernel modules (loaded now and at boot), sysctls (file and live values) and swap
 //! (off now and in fstab). Undo restores every file it changed, turns swap back on if it turned it off,
 //! and reloads sysctl files (live values set by the removed file stay until reboot).
+//!
+//! A module is loaded with `modprobe` only when what it provides is not available yet: a module that is
+//! loaded or built into the kernel (no `/sys/module/<m>`, but `/proc/sys/net/bridge` for `br_netfilter`,
+//! `overlay` in `/proc/filesystems`, or a `modules.builtin` entry) needs nothing, so such a host
+//! converges and a minimal image without `kmod` works. A module that does need loading on a host
+//! without `modprobe` is an error naming the module and the fix, before anything is changed.
+//!
+//! The `modules-load.d` file is written either way: on a host with loadable modules it is what loads
+//! them again at boot, and for a built-in module systemd-modules-load (which uses libkmod, not the
+//! `modprobe` program) only notes that it is built in.
 
 use std::path::Path;
 
-use super::{Action, Context, Phase, Step, StepResult};
+use super::{Action, Context, Phase, Step, StepError, StepResult};
 use crate::host::{CommandSpec, Effect};
 use crate::render::system::{self, MODULES, MODULES_PATH, SYSCTLS, SYSCTL_PATH};
 
@@ -33,13 +43,19 @@ impl Step for SystemConfigured {
             false,
         )?);
         for m in MODULES {
-            if !host.module_loaded(m)? {
-                actions.push(Action::run(
-                    &["modprobe", m],
-                    "load kernel module",
-                    Effect::MutatesHost,
-                ));
+            if host.module_available(m)? {
+                continue;
             }
+            if host.find_program("modprobe")?.is_none() {
+                return Err(StepError::failed(format!(
+                    "kernel module {m} is not loaded or built into this kernel, and modprobe is not installed to load it; install kmod (apt-get install kmod, or dnf/zypper install kmod), or load {m} another way, then re-run"
+                )));
+            }
+            actions.push(Action::run(
+                &["modprobe", m],
+                "load kernel module",
+                Effect::MutatesHost,
+            ));
         }
         actions.extend(super::file_action(
             host,
@@ -129,5 +145,156 @@ impl Step for SystemConfigured {
             "reload kernel settings",
             Effect::MutatesHost,
         )])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::host::Host;
+    use crate::steps::{self, Context};
+
+    fn config() -> Arc<crate::config::Config> {
+        let env = |_: &str| None;
+        let opts = crate::config::LoadOptions {
+            hostname: "node-1".into(),
+            env: &env,
+        };
+        let text = serde_json::json!({
+            "azure": {
+                "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "targetCluster": {
+                    "resourceId": "/subscriptions/8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c",
+                    "location": "westus"
+                }
+            },
+            "kubernetes": {"version": "1.30.4"}
+        })
+        .to_string();
+        Arc::new(
+            crate::config::load_str(&text, "test", &opts)
+                .unwrap()
+                .config,
+        )
+    }
+
+    fn put(root: &Path, p: &str, content: &str) {
+        let full = root.join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+    }
+
+    async fn run(root: &Path) -> (Context, Result<(), String>) {
+        let ctx = Context::new(config(), Arc::new(Host::new(root).unwrap())).unwrap();
+        let (_r, res) =
+            steps::bootstrap(&ctx, &[Box::new(SystemConfigured)], &BTreeSet::new()).await;
+        (ctx, res.map_err(|e| e.to_string()))
+    }
+
+    async fn plan(root: &Path) -> Vec<Action> {
+        let ctx = Context::new(config(), Arc::new(Host::new(root).unwrap())).unwrap();
+        SystemConfigured.plan(&ctx).await.unwrap()
+    }
+
+    /// A minimal image without kmod. The sandbox record persists once the state directory exists.
+    fn without_modprobe(root: &Path) {
+        std::fs::create_dir_all(root.join("var/lib/aks-flex-node")).unwrap();
+        Host::new(root)
+            .unwrap()
+            .sandbox_mark_absent("modprobe")
+            .unwrap();
+    }
+
+    fn commands(root: &Path) -> Vec<String> {
+        Host::new(root)
+            .unwrap()
+            .sandbox_record()
+            .unwrap()
+            .unwrap()
+            .commands
+    }
+
+    /// The kernel of the real-node test: overlay and br_netfilter built in, no /sys/module entries, no
+    /// /lib/modules, no modprobe. One run converges without modprobe; the next plan is empty.
+    #[tokio::test]
+    async fn built_in_modules_converge_in_one_run_without_modprobe() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("proc/sys/net/bridge")).unwrap();
+        put(
+            root,
+            "/proc/filesystems",
+            "nodev\tsysfs\nnodev\toverlay\n\text4\n",
+        );
+        without_modprobe(root);
+        let (_ctx, res) = run(root).await;
+        res.unwrap();
+        let cmds = commands(root);
+        assert!(!cmds.iter().any(|c| c.starts_with("modprobe")), "{cmds:?}");
+        assert!(root.join("etc/modules-load.d/aks-flex-node.conf").exists());
+        let again = plan(root).await;
+        assert!(
+            again.is_empty(),
+            "{:?}",
+            again.iter().map(Action::summary).collect::<Vec<_>>()
+        );
+        let (_ctx, res) = run(root).await;
+        res.unwrap();
+        assert_eq!(commands(root), cmds, "a converged run ran commands");
+    }
+
+    #[tokio::test]
+    async fn modules_listed_in_modules_builtin_need_no_modprobe() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        put(root, "/proc/sys/kernel/osrelease", "6.1.0-27-amd64\n");
+        put(
+            root,
+            "/lib/modules/6.1.0-27-amd64/modules.builtin",
+            "kernel/fs/overlayfs/overlay.ko\nkernel/net/bridge/br_netfilter.ko\n",
+        );
+        let actions = plan(root).await;
+        assert!(
+            !actions.iter().any(|a| a.summary().contains("modprobe")),
+            "{:?}",
+            actions.iter().map(Action::summary).collect::<Vec<_>>()
+        );
+    }
+
+    /// Loadable modules not loaded yet: modprobe runs once, then the host is converged.
+    #[tokio::test]
+    async fn loadable_modules_are_loaded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (_ctx, res) = run(root).await;
+        res.unwrap();
+        let cmds = commands(root);
+        assert!(cmds.contains(&"modprobe overlay".to_string()), "{cmds:?}");
+        assert!(
+            cmds.contains(&"modprobe br_netfilter".to_string()),
+            "{cmds:?}"
+        );
+        assert!(plan(root).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_module_to_load_without_modprobe_is_a_clear_error_before_any_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // overlay is built in, br_netfilter is a loadable module that is not loaded.
+        put(root, "/proc/filesystems", "nodev\toverlay\n");
+        without_modprobe(root);
+        let ctx = Context::new(config(), Arc::new(Host::new(root).unwrap())).unwrap();
+        let err = SystemConfigured.plan(&ctx).await.unwrap_err().to_string();
+        assert!(err.contains("br_netfilter"), "{err}");
+        assert!(err.contains("install kmod"), "{err}");
+        assert!(!err.contains("overlay"), "{err}");
+        let (_ctx, res) = run(root).await;
+        assert!(res.is_err());
+        assert!(!root.join("etc/modules-load.d/aks-flex-node.conf").exists());
     }
 }

@@ -160,7 +160,7 @@ pub fn tar_gz(entries: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
 
 /// The Debian binaries the fixtures are built from; `None` (with the reason) when missing.
 pub fn debian_binaries() -> Result<BTreeMap<&'static str, PathBuf>, String> {
-    let wanted: [(&str, &[&str]); 6] = [
+    let wanted: [(&str, &[&str]); 7] = [
         ("containerd", &["/usr/bin/containerd"]),
         ("ctr", &["/usr/bin/ctr"]),
         (
@@ -170,6 +170,7 @@ pub fn debian_binaries() -> Result<BTreeMap<&'static str, PathBuf>, String> {
         ("runc", &["/usr/sbin/runc", "/usr/bin/runc"]),
         ("bridge", &["/usr/lib/cni/bridge"]),
         ("host-local", &["/usr/lib/cni/host-local"]),
+        ("portmap", &["/usr/lib/cni/portmap"]),
     ];
     let mut out = BTreeMap::new();
     for (name, candidates) in wanted {
@@ -264,6 +265,7 @@ impl Fixtures {
                 ("./bridge".into(), read(&bins["bridge"]), 0o755),
                 ("./host-local".into(), read(&bins["host-local"]), 0o755),
                 ("./loopback".into(), read(&bins["loopback"]), 0o755),
+                ("./portmap".into(), read(&bins["portmap"]), 0o755),
             ]);
         }
         Ok(f)
@@ -289,6 +291,7 @@ impl Fixtures {
             ("./bridge".into(), b"bridge".to_vec(), 0o755),
             ("./host-local".into(), b"host-local".to_vec(), 0o755),
             ("./loopback".into(), b"loopback".to_vec(), 0o755),
+            ("./portmap".into(), b"portmap".to_vec(), 0o755),
         ]);
         Self::with(runc, containerd_tgz, cni_tgz)
     }
