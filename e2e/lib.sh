@@ -192,7 +192,7 @@ e2e_restore_host() {
 # --- PKI and control plane --------------------------------------------------------------------------------
 e2e_pki() {
   local p=$E2E_WORK/pki
-  [ -s "$p/admin.kubeconfig" ] && return 0
+  # New keys every run (a second or two): nothing expires between runs on a long-lived machine.
   rm -rf "$p" && mkdir -p "$p" && chmod 700 "$p"
   (
     cd "$p" || exit 1
@@ -415,7 +415,7 @@ e2e_node_leader() {
   npid=$(cat "$E2E_WORK/pids/node" 2>/dev/null) || return 1
   kill -0 "$npid" 2>/dev/null || return 1
   local c
-  for c in $(pgrep -P "$npid"); do
+  for c in $(pgrep -P "$npid" || true); do
     [ "$(cat "/proc/$c/comm" 2>/dev/null)" = systemd ] && { echo "$c"; return 0; }
   done
   return 1
@@ -495,5 +495,13 @@ e2e_node_services() {
   done
 }
 
-# How many times the agent has logged "bootstrap completed" in its journal (this boot).
-e2e_agent_completions() { node_sh journalctl -b -u aks-flex-node-agent -o cat --no-pager 2>/dev/null | grep -c 'bootstrap completed' || true; }
+# The agent's log lines from its current run only (this invocation of the unit).
+e2e_agent_log() {
+  local id
+  id=$(node_sh systemctl show -p InvocationID --value aks-flex-node-agent) || return 1
+  [ -n "$id" ] || return 1
+  node_sh journalctl "_SYSTEMD_INVOCATION_ID=$id" -o cat --no-pager
+}
+
+# Has the agent's current run finished its bootstrap pass (converged or applied)?
+e2e_agent_completed() { e2e_agent_log 2>/dev/null | grep -q 'bootstrap completed'; }

@@ -20,7 +20,7 @@ scenario_10_fresh_node() {
   local ready=$((SECONDS - t0))
   e2e_log "node $NODE_NAME Ready ${ready}s after systemctl start aks-flex-node-agent"
   # The agent reports completion only once it saw Ready itself (its NodeReady step).
-  e2e_wait 60 "the agent's 'bootstrap completed'" test "$(e2e_agent_completions)" -ge 1 || return 1
+  e2e_wait 60 "the agent's 'bootstrap completed'" e2e_agent_completed || return 1
   for u in containerd kubelet aks-flex-node-agent; do
     [ "$(node_sh systemctl is-active "$u")" = active ] || fail "$u is not active" || return 1
   done

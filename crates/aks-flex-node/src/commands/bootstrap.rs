@@ -219,7 +219,12 @@ async fn heal(ctx: &Context, steps: &[Box<dyn Step>], skip: &BTreeSet<Phase>, wh
         .iter()
         .filter(|r| matches!(r.outcome, StepOutcome::Applied { .. }))
     {
-        tracing::warn!(step = r.name, "repaired drift ({what})");
+        if r.name == crate::steps::node_ready::NAME {
+            // Waiting is not a repair: nothing was written or restarted for it.
+            tracing::info!(step = r.name, "the node was not Ready; waited until it was");
+        } else {
+            tracing::warn!(step = r.name, "repaired drift ({what})");
+        }
     }
     match result {
         Ok(()) => true,

@@ -19,7 +19,7 @@ use crate::render::kubelet as rk;
 
 pub struct NodeReady;
 
-const NAME: &str = "NodeReady";
+pub const NAME: &str = "NodeReady";
 const KIND: &str = "waitNodeReady";
 /// How long bootstrap waits for the node to be `Ready` unless `AKS_FLEX_NODE_NODE_READY_TIMEOUT` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
