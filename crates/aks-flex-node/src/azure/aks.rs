@@ -114,8 +114,19 @@ pub fn endpoint_from_credential_result(
         .decode(b64.trim())
         .map_err(|_| "the kubeconfig is not valid base64")?;
     let yaml = String::from_utf8(yaml).map_err(|_| "the kubeconfig is not UTF-8")?;
-    let (server, ca) = first_cluster(&yaml).ok_or("the kubeconfig has no cluster with a server")?;
-    let ca = ca.ok_or("the kubeconfig's cluster has no certificate-authority-data")?;
+    let kc = kube::config::Kubeconfig::from_yaml(&yaml)
+        .map_err(|e| format!("the kubeconfig is not valid: {e}"))?;
+    let cluster = kc
+        .clusters
+        .into_iter()
+        .find_map(|c| c.cluster)
+        .ok_or("the kubeconfig has no cluster")?;
+    let server = cluster
+        .server
+        .ok_or("the kubeconfig has no cluster with a server")?;
+    let ca = cluster
+        .certificate_authority_data
+        .ok_or("the kubeconfig's cluster has no certificate-authority-data")?;
     let ca_pem = base64::engine::general_purpose::STANDARD
         .decode(ca.trim())
         .map_err(|_| "certificate-authority-data is not valid base64")?;
@@ -130,52 +141,6 @@ pub fn endpoint_from_credential_result(
         ca_pem,
         dns_service_ip: None,
     })
-}
-
-/// The `server` and `certificate-authority-data` of the first entry under `clusters:`.
-///
-/// AKS kubeconfigs are machine-written block YAML with plain or quoted scalars; this reads exactly those
-/// two keys rather than pulling in a YAML library for them.
-fn first_cluster(yaml: &str) -> Option<(String, Option<String>)> {
-    let mut in_clusters = false;
-    let mut entries = 0;
-    let mut server = None;
-    let mut ca = None;
-    for line in yaml.lines() {
-        let indent = line.len() - line.trim_start().len();
-        let t = line.trim();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        // Sequences may sit at column 0 under their key (kubectl writes them so).
-        if indent == 0 && !t.starts_with("- ") {
-            if in_clusters && server.is_some() {
-                break;
-            }
-            in_clusters = t == "clusters:";
-            continue;
-        }
-        if !in_clusters {
-            continue;
-        }
-        let t = t
-            .strip_prefix("- ")
-            .map(|s| {
-                entries += 1;
-                s.trim()
-            })
-            .unwrap_or(t);
-        if entries > 1 {
-            break;
-        }
-        let scalar = |s: &str| s.trim().trim_matches('"').trim_matches('\'').to_string();
-        if let Some(v) = t.strip_prefix("server:") {
-            server = Some(scalar(v));
-        } else if let Some(v) = t.strip_prefix("certificate-authority-data:") {
-            ca = Some(scalar(v));
-        }
-    }
-    server.map(|s| (s, ca))
 }
 
 #[cfg(test)]
@@ -206,10 +171,12 @@ mod tests {
             .unwrap_err()
             .contains("no kubeconfig"));
         let e = endpoint_from_credential_result(&cred(
-            "clusters:\n- cluster:\n    server: https://x\n",
+            "clusters:\n- name: c\n  cluster:\n    server: https://x\n",
         ))
         .unwrap_err();
         assert!(e.contains("certificate-authority-data"), "{e}");
+        let e = endpoint_from_credential_result(&cred("clusters: [unterminated\n")).unwrap_err();
+        assert!(e.contains("not valid"), "{e}");
     }
 
     #[test]
