@@ -32,6 +32,12 @@ pub enum JournalError {
     },
     #[error("journal {JOURNAL_PATH} has version {found}, this agent understands {JOURNAL_VERSION}; use the agent version that wrote it")]
     Version { found: u32 },
+    /// The journal could not be serialized; nothing was written, the journal on disk is unchanged.
+    #[error("cannot serialize the journal {JOURNAL_PATH} ({source}); the journal on disk was left unchanged")]
+    Serialize {
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl From<crate::host::FsError> for JournalError {
@@ -167,12 +173,27 @@ impl Journal {
         }
     }
 
-    /// Persist atomically (0600: backups of files may be sensitive).
+    /// Persist atomically (0600: backups of files may be sensitive). A serialization or write failure is
+    /// returned and leaves the journal on disk as it was: never empty, never half-written.
     pub fn save(&self, host: &Host) -> Result<(), JournalError> {
-        let text = serde_json::to_vec_pretty(self).unwrap_or_default();
-        host.fs
-            .write_atomic(Path::new(JOURNAL_PATH), &text, 0o600, None)?;
-        Ok(())
+        write_json_atomic(host, Path::new(JOURNAL_PATH), self)
+    }
+
+    /// Change the journal and persist it; if persisting fails, the in-memory journal is put back as it
+    /// was, so memory and disk never disagree (a caller that goes on after the error sees the journal
+    /// that is on disk).
+    pub(crate) fn update<T>(
+        &mut self,
+        host: &Host,
+        change: impl FnOnce(&mut Journal) -> T,
+    ) -> Result<T, JournalError> {
+        let before = self.clone();
+        let out = change(self);
+        if let Err(e) = self.save(host) {
+            *self = before;
+            return Err(e);
+        }
+        Ok(out)
     }
 
     /// True when the journal records nothing to undo.
@@ -204,7 +225,8 @@ impl Journal {
         if self.knows_path(path) {
             return Ok(());
         }
-        let seq = self.seq();
+        // Taken for real only once the record is saved (a failed save leaves the journal unchanged).
+        let seq = self.next_seq.max(1);
         let original = match host.fs.entry(path)? {
             None => Original::Absent,
             Some(Entry::Symlink { target }) => Original::Symlink { target },
@@ -224,15 +246,17 @@ impl Journal {
             }
             Some(Entry::Other) => Original::Absent,
         };
-        self.undo.push(UndoEntry {
-            seq,
-            step: step.to_string(),
-            op: UndoOp::RestorePath {
-                path: path.to_path_buf(),
-                original,
-            },
-        });
-        self.save(host)
+        self.update(host, |j| {
+            j.next_seq = seq + 1;
+            j.undo.push(UndoEntry {
+                seq,
+                step: step.to_string(),
+                op: UndoOp::RestorePath {
+                    path: path.to_path_buf(),
+                    original,
+                },
+            })
+        })
     }
 
     /// Record directories the agent created.
@@ -245,15 +269,16 @@ impl Journal {
         if dirs.is_empty() {
             return Ok(());
         }
-        for d in dirs {
-            let seq = self.seq();
-            self.undo.push(UndoEntry {
-                seq,
-                step: step.to_string(),
-                op: UndoOp::RemoveDir { path: d },
-            });
-        }
-        self.save(host)
+        self.update(host, |j| {
+            for d in dirs {
+                let seq = j.seq();
+                j.undo.push(UndoEntry {
+                    seq,
+                    step: step.to_string(),
+                    op: UndoOp::RemoveDir { path: d },
+                });
+            }
+        })
     }
 
     /// Record a unit's state before its first change by the agent.
@@ -271,16 +296,17 @@ impl Journal {
         if known {
             return Ok(());
         }
-        let seq = self.seq();
-        self.undo.push(UndoEntry {
-            seq,
-            step: step.to_string(),
-            op: UndoOp::RestoreUnit {
-                unit: unit.to_string(),
-                was,
-            },
-        });
-        self.save(host)
+        self.update(host, |j| {
+            let seq = j.seq();
+            j.undo.push(UndoEntry {
+                seq,
+                step: step.to_string(),
+                op: UndoOp::RestoreUnit {
+                    unit: unit.to_string(),
+                    was,
+                },
+            })
+        })
     }
 
     /// Record a step-specific undo.
@@ -291,31 +317,33 @@ impl Journal {
         kind: &str,
         data: serde_json::Value,
     ) -> Result<(), JournalError> {
-        let seq = self.seq();
-        self.undo.push(UndoEntry {
-            seq,
-            step: step.to_string(),
-            op: UndoOp::Custom {
-                kind: kind.to_string(),
-                data,
-            },
-        });
-        self.save(host)
+        self.update(host, |j| {
+            let seq = j.seq();
+            j.undo.push(UndoEntry {
+                seq,
+                step: step.to_string(),
+                op: UndoOp::Custom {
+                    kind: kind.to_string(),
+                    data,
+                },
+            })
+        })
     }
 
     /// Append a pending log entry; returns its sequence number.
     pub fn begin(&mut self, host: &Host, step: &str, summary: String) -> Result<u64, JournalError> {
-        let seq = self.seq();
-        self.log.push(LogEntry {
-            seq,
-            step: step.to_string(),
-            summary,
-            status: EntryStatus::Pending,
-            at: chrono::Utc::now(),
-            error: None,
-        });
-        self.save(host)?;
-        Ok(seq)
+        self.update(host, |j| {
+            let seq = j.seq();
+            j.log.push(LogEntry {
+                seq,
+                step: step.to_string(),
+                summary,
+                status: EntryStatus::Pending,
+                at: chrono::Utc::now(),
+                error: None,
+            });
+            seq
+        })
     }
 
     /// Close a log entry.
@@ -325,16 +353,17 @@ impl Journal {
         seq: u64,
         error: Option<String>,
     ) -> Result<(), JournalError> {
-        if let Some(e) = self.log.iter_mut().find(|e| e.seq == seq) {
-            e.status = if error.is_some() {
-                EntryStatus::Failed
-            } else {
-                EntryStatus::Done
-            };
-            e.at = chrono::Utc::now();
-            e.error = error;
-        }
-        self.save(host)
+        self.update(host, |j| {
+            if let Some(e) = j.log.iter_mut().find(|e| e.seq == seq) {
+                e.status = if error.is_some() {
+                    EntryStatus::Failed
+                } else {
+                    EntryStatus::Done
+                };
+                e.at = chrono::Utc::now();
+                e.error = error;
+            }
+        })
     }
 
     pub fn set_step(
@@ -344,20 +373,21 @@ impl Journal {
         actions: usize,
         error: Option<String>,
     ) -> Result<(), JournalError> {
-        self.steps.insert(
-            step.to_string(),
-            StepRecord {
-                status: if error.is_some() {
-                    EntryStatus::Failed
-                } else {
-                    EntryStatus::Done
+        self.update(host, |j| {
+            j.steps.insert(
+                step.to_string(),
+                StepRecord {
+                    status: if error.is_some() {
+                        EntryStatus::Failed
+                    } else {
+                        EntryStatus::Done
+                    },
+                    at: chrono::Utc::now(),
+                    actions,
+                    error,
                 },
-                at: chrono::Utc::now(),
-                actions,
-                error,
-            },
-        );
-        self.save(host)
+            );
+        })
     }
 
     /// Undo entries of one step, newest first.
@@ -374,25 +404,123 @@ impl Journal {
 
     /// Forget a step entirely (after its undo succeeded).
     pub fn forget_step(&mut self, host: &Host, step: &str) -> Result<(), JournalError> {
-        self.undo.retain(|e| e.step != step);
-        self.log.retain(|e| e.step != step);
-        self.steps.remove(step);
-        self.save(host)
+        self.update(host, |j| {
+            j.undo.retain(|e| e.step != step);
+            j.log.retain(|e| e.step != step);
+            j.steps.remove(step);
+        })
     }
 
     /// Drop one undo entry (it has been carried out).
     pub fn drop_undo(&mut self, host: &Host, seq: u64) -> Result<(), JournalError> {
-        self.undo.retain(|e| e.seq != seq);
-        self.save(host)
+        self.update(host, |j| j.undo.retain(|e| e.seq != seq))
     }
+}
+
+/// Serialize `value` and write it atomically (0600). A serialization error is returned before anything
+/// is written, so the file keeps its previous content instead of becoming empty.
+fn write_json_atomic<T: Serialize>(
+    host: &Host,
+    path: &Path,
+    value: &T,
+) -> Result<(), JournalError> {
+    let text =
+        serde_json::to_vec_pretty(value).map_err(|source| JournalError::Serialize { source })?;
+    host.fs.write_atomic(path, &text, 0o600, None)?;
+    Ok(())
 }
 
 /// Make sure the state directory exists, recording which of its parents the agent created.
 pub fn ensure_state_dir(host: &Host, journal: &mut Journal) -> Result<(), JournalError> {
     let created = host.fs.create_dir_all(Path::new(STATE_DIR), 0o700)?;
     if !created.is_empty() {
-        journal.state_dirs_created.extend(created);
-        journal.save(host)?;
+        journal.update(host, |j| j.state_dirs_created.extend(created))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Replace the state directory by a plain file (so every write under it fails, even as root) and
+    /// return a guard-free way to put it back.
+    pub(crate) fn break_state_dir(root: &Path) -> PathBuf {
+        let state = root.join(STATE_DIR.trim_start_matches('/'));
+        let aside = state.with_extension("aside");
+        std::fs::rename(&state, &aside).unwrap();
+        std::fs::write(&state, "not a directory").unwrap();
+        aside
+    }
+
+    pub(crate) fn repair_state_dir(root: &Path, aside: &Path) {
+        let state = root.join(STATE_DIR.trim_start_matches('/'));
+        std::fs::remove_file(&state).unwrap();
+        std::fs::rename(aside, &state).unwrap();
+    }
+
+    struct Unserializable;
+
+    impl Serialize for Unserializable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("boom"))
+        }
+    }
+
+    #[test]
+    fn a_serialization_failure_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        let mut j = Journal::default();
+        ensure_state_dir(&host, &mut j).unwrap();
+        j.record_custom(&host, "S", "k", serde_json::json!({"a": 1}))
+            .unwrap();
+        let before = host.fs.read(Path::new(JOURNAL_PATH)).unwrap().unwrap();
+        let err = write_json_atomic(&host, Path::new(JOURNAL_PATH), &Unserializable).unwrap_err();
+        assert!(matches!(err, JournalError::Serialize { .. }), "{err}");
+        assert!(err.to_string().contains("left unchanged"), "{err}");
+        assert_eq!(
+            host.fs.read(Path::new(JOURNAL_PATH)).unwrap().unwrap(),
+            before,
+            "the journal on disk changed"
+        );
+    }
+
+    #[test]
+    fn a_failed_save_changes_neither_the_file_nor_the_journal_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        let mut j = Journal::default();
+        ensure_state_dir(&host, &mut j).unwrap();
+        j.record_custom(&host, "S", "one", serde_json::json!({}))
+            .unwrap();
+        j.record_custom(&host, "S", "two", serde_json::json!({}))
+            .unwrap();
+        let on_disk = host.fs.read(Path::new(JOURNAL_PATH)).unwrap().unwrap();
+        let in_memory = j.clone();
+        let first = j.undo[0].seq;
+
+        let aside = break_state_dir(dir.path());
+        assert!(j.drop_undo(&host, first).is_err());
+        assert!(j.forget_step(&host, "S").is_err());
+        assert!(j
+            .record_custom(&host, "S", "three", serde_json::json!({}))
+            .is_err());
+        assert!(j.begin(&host, "S", "x".into()).is_err());
+        assert_eq!(
+            j, in_memory,
+            "a failed save left the in-memory journal changed"
+        );
+        repair_state_dir(dir.path(), &aside);
+        assert_eq!(
+            host.fs.read(Path::new(JOURNAL_PATH)).unwrap().unwrap(),
+            on_disk,
+            "the journal on disk changed"
+        );
+        assert_eq!(Journal::load(&host).unwrap(), in_memory);
+
+        // Once writes work again, the same change goes through.
+        j.drop_undo(&host, first).unwrap();
+        assert_eq!(Journal::load(&host).unwrap().undo.len(), 1);
+    }
 }

@@ -182,12 +182,12 @@ impl Context {
     /// Mark changed paths as taken into account (their services were restarted).
     pub fn consume_changed(&self, paths: &[PathBuf]) -> Result<(), JournalError> {
         let mut j = self.journal();
-        let before = j.changed.len();
-        for p in paths {
-            j.changed.remove(p);
-        }
-        if j.changed.len() != before {
-            j.save(&self.host)?;
+        if paths.iter().any(|p| j.changed.contains(p)) {
+            j.update(&self.host, |j| {
+                for p in paths {
+                    j.changed.remove(p);
+                }
+            })?;
         }
         Ok(())
     }
@@ -222,8 +222,8 @@ impl Context {
     /// Note that a step changed `path` by itself (services reading it must restart).
     pub fn mark_changed(&self, path: &Path) -> Result<(), JournalError> {
         let mut j = self.journal();
-        if j.changed.insert(path.to_path_buf()) {
-            j.save(&self.host)?;
+        if !j.changed.contains(path) {
+            j.update(&self.host, |j| j.changed.insert(path.to_path_buf()))?;
         }
         Ok(())
     }
@@ -635,7 +635,9 @@ pub struct UndoReport {
 }
 
 /// Undo everything the journal records, step by step in reverse order. Best effort: every failure is
-/// reported and what could not be undone stays in the journal for a later attempt.
+/// reported and what could not be undone stays in the journal for a later attempt. If the journal itself
+/// cannot be updated after an undo, unbootstrap stops there (reported as a failure): going on would leave
+/// a journal on disk that no longer matches the machine.
 pub async fn unbootstrap(ctx: &Context, steps: &[Box<dyn Step>]) -> UndoReport {
     let mut report = UndoReport::default();
     if ctx.journal().is_empty() && !ctx.host.fs.exists(Path::new(STATE_DIR)).unwrap_or(false) {
@@ -673,17 +675,22 @@ pub async fn unbootstrap(ctx: &Context, steps: &[Box<dyn Step>]) -> UndoReport {
         }
         let mut ok = true;
         for entry in entries {
-            match undo_one(ctx, step.map(|s| s.as_ref()), &entry.op).await {
-                Ok(UndoResult::Done) => {
-                    let _ = ctx.journal().drop_undo(&ctx.host, entry.seq);
-                }
+            let done = match undo_one(ctx, step.map(|s| s.as_ref()), &entry.op).await {
+                Ok(UndoResult::Done) => true,
                 Ok(UndoResult::Kept(msg)) => {
                     report.kept.push(msg);
-                    let _ = ctx.journal().drop_undo(&ctx.host, entry.seq);
+                    true
                 }
                 Err(e) => {
                     ok = false;
                     report.failures.push(format!("{name}: {e}"));
+                    false
+                }
+            };
+            if done {
+                if let Err(e) = ctx.journal().drop_undo(&ctx.host, entry.seq) {
+                    report.failures.push(journal_stuck(name, &e));
+                    return report;
                 }
             }
         }
@@ -706,7 +713,10 @@ pub async fn unbootstrap(ctx: &Context, steps: &[Box<dyn Step>]) -> UndoReport {
             }
         }
         if ok {
-            let _ = ctx.journal().forget_step(&ctx.host, name);
+            if let Err(e) = ctx.journal().forget_step(&ctx.host, name) {
+                report.failures.push(journal_stuck(name, &e));
+                return report;
+            }
             report.undone.push(name.to_string());
         }
     }
@@ -718,6 +728,15 @@ pub async fn unbootstrap(ctx: &Context, steps: &[Box<dyn Step>]) -> UndoReport {
         }
     }
     report
+}
+
+/// The failure reported when the journal cannot be updated after an undo: unbootstrap stops there.
+fn journal_stuck(step: &str, e: &JournalError) -> String {
+    format!(
+        "{step}: the journal could not be updated ({e}); stopped here so that the journal on disk still \
+         lists everything not yet undone (what was just undone is listed too and is undone again, \
+         harmlessly, next time): fix the cause and run unbootstrap again"
+    )
 }
 
 enum UndoResult {
@@ -841,4 +860,235 @@ fn remove_state(ctx: &Context) -> StepResult<()> {
     }
     *ctx.journal() = Journal::default();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn config() -> Arc<Config> {
+        let env = |_: &str| None;
+        let opts = crate::config::LoadOptions {
+            hostname: "node-1".into(),
+            env: &env,
+        };
+        let text = serde_json::json!({
+            "azure": {
+                "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "targetCluster": {
+                    "resourceId": "/subscriptions/8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c",
+                    "location": "westus"
+                }
+            },
+            "kubernetes": {"version": "1.30.4"}
+        })
+        .to_string();
+        Arc::new(
+            crate::config::load_str(&text, "test", &opts)
+                .unwrap()
+                .config,
+        )
+    }
+
+    fn context(root: &Path) -> Context {
+        Context::new(config(), Arc::new(Host::new(root).unwrap())).unwrap()
+    }
+
+    /// Writes one file.
+    struct Writes(&'static str, &'static str);
+
+    #[async_trait::async_trait]
+    impl Step for Writes {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn phase(&self) -> Phase {
+            Phase::Installation
+        }
+        async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
+            Ok(
+                file_action(&ctx.host, Path::new(self.1), 0o644, "x\n", false)?
+                    .into_iter()
+                    .collect(),
+            )
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    enum OnUndo {
+        Succeed,
+        /// Fails while `<root>/fail-undo` exists.
+        FailWhileMarked,
+        /// Turns the state directory into a file (so the journal cannot be written), then succeeds.
+        BreakStateDir,
+    }
+
+    /// Journals one custom undo record.
+    struct Custom(&'static str, OnUndo);
+
+    #[async_trait::async_trait]
+    impl Step for Custom {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn phase(&self) -> Phase {
+            Phase::Installation
+        }
+        async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
+            if !ctx.journal_snapshot().undo_for(self.0).is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(vec![Action::Custom {
+                kind: "mark".into(),
+                summary: "mark".into(),
+                detail: serde_json::json!({}),
+            }])
+        }
+        async fn apply_custom(
+            &self,
+            ctx: &Context,
+            _kind: &str,
+            _detail: &serde_json::Value,
+        ) -> StepResult<()> {
+            ctx.record_undo(self.0, "unmark", serde_json::json!({}))?;
+            Ok(())
+        }
+        async fn undo_custom(
+            &self,
+            ctx: &Context,
+            _kind: &str,
+            _data: &serde_json::Value,
+        ) -> StepResult<()> {
+            let root = ctx.host.fs.root();
+            match self.1 {
+                OnUndo::Succeed => Ok(()),
+                OnUndo::FailWhileMarked if root.join("fail-undo").exists() => {
+                    Err(StepError::failed("injected undo failure"))
+                }
+                OnUndo::FailWhileMarked => Ok(()),
+                OnUndo::BreakStateDir => {
+                    let aside = journal::tests::break_state_dir(root);
+                    std::fs::write(root.join("aside"), aside.to_str().unwrap()).unwrap();
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Every entry under `root`: kind, mode and content.
+    fn tree(root: &Path) -> BTreeMap<String, String> {
+        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                use std::os::unix::fs::PermissionsExt;
+                let mode = m.permissions().mode() & 0o7777;
+                if m.is_dir() {
+                    out.insert(rel, format!("dir {mode:o}"));
+                    walk(root, &p, out);
+                } else {
+                    let content = std::fs::read_to_string(&p).unwrap_or_default();
+                    out.insert(rel, format!("file {mode:o} {content}"));
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(root, root, &mut out);
+        out
+    }
+
+    fn sandbox() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::create_dir_all(dir.path().join("var/lib")).unwrap();
+        dir
+    }
+
+    async fn bootstrapped(root: &Path, steps: &[Box<dyn Step>]) {
+        let ctx = context(root);
+        let (_r, res) = bootstrap(&ctx, steps, &BTreeSet::new()).await;
+        res.unwrap();
+    }
+
+    #[tokio::test]
+    async fn unbootstrap_stops_when_the_journal_cannot_be_updated() {
+        let dir = sandbox();
+        let root = dir.path();
+        let before = tree(root);
+        let steps: Vec<Box<dyn Step>> = vec![
+            Box::new(Writes("First", "/etc/first.conf")),
+            Box::new(Custom("Saboteur", OnUndo::BreakStateDir)),
+        ];
+        bootstrapped(root, &steps).await;
+        let journal_path = root.join("var/lib/aks-flex-node/journal.json");
+        let journal_before = std::fs::read(&journal_path).unwrap();
+
+        let report = unbootstrap(&context(root), &steps).await;
+        assert_eq!(report.failures.len(), 1, "{report:?}");
+        assert!(
+            report.failures[0].contains("Saboteur")
+                && report.failures[0].contains("journal could not be updated"),
+            "{report:?}"
+        );
+        assert!(report.undone.is_empty(), "{report:?}");
+        assert!(
+            root.join("etc/first.conf").exists(),
+            "unbootstrap went on after the journal could not be updated"
+        );
+        // The journal on disk is exactly the one from before: nothing lost, nothing emptied.
+        let aside = std::fs::read_to_string(root.join("aside")).unwrap();
+        std::fs::remove_file(root.join("aside")).unwrap();
+        journal::tests::repair_state_dir(root, Path::new(&aside));
+        assert_eq!(std::fs::read(&journal_path).unwrap(), journal_before);
+
+        // Run again once the journal can be written: everything is undone.
+        let steps: Vec<Box<dyn Step>> = vec![
+            Box::new(Writes("First", "/etc/first.conf")),
+            Box::new(Custom("Saboteur", OnUndo::Succeed)),
+        ];
+        let report = unbootstrap(&context(root), &steps).await;
+        assert!(report.failures.is_empty(), "{report:?}");
+        assert_eq!(tree(root), before);
+    }
+
+    #[tokio::test]
+    async fn a_second_unbootstrap_finishes_what_the_first_could_not() {
+        let dir = sandbox();
+        let root = dir.path();
+        let before = tree(root);
+        let steps: Vec<Box<dyn Step>> = vec![
+            Box::new(Writes("First", "/etc/first/a.conf")),
+            Box::new(Custom("Flaky", OnUndo::FailWhileMarked)),
+            Box::new(Writes("Last", "/etc/last/b.conf")),
+        ];
+        bootstrapped(root, &steps).await;
+
+        std::fs::write(root.join("fail-undo"), "").unwrap();
+        let report = unbootstrap(&context(root), &steps).await;
+        assert_eq!(report.failures.len(), 1, "{report:?}");
+        assert!(
+            report.failures[0].contains("injected undo failure"),
+            "{report:?}"
+        );
+        assert_eq!(report.undone, vec!["Last", "First"], "{report:?}");
+        assert!(!root.join("etc/first").exists() && !root.join("etc/last").exists());
+        let left = Journal::load(&Host::new(root).unwrap()).unwrap();
+        assert!(left.undo.iter().all(|e| e.step == "Flaky"), "{left:?}");
+        assert!(!left.undo.is_empty());
+
+        std::fs::remove_file(root.join("fail-undo")).unwrap();
+        let report = unbootstrap(&context(root), &steps).await;
+        assert!(report.failures.is_empty(), "{report:?}");
+        assert_eq!(report.undone, vec!["Flaky"]);
+        assert_eq!(
+            tree(root),
+            before,
+            "the root is not as it was before bootstrap"
+        );
+    }
 }
