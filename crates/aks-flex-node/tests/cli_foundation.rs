@@ -311,6 +311,34 @@ fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
 }
 
 #[test]
+fn unbootstrap_of_a_machine_never_bootstrapped_says_so_and_exits_0() {
+    let m = machine();
+    let root = m.path().to_str().unwrap();
+    let cfg = fixture("seed-example.json");
+    let before = snapshot(m.path(), true);
+    let undo = run_unbootstrap(root, cfg.to_str().unwrap());
+    assert_eq!(undo.code, 0, "{}", undo.stderr);
+    let journal = m
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("var/lib/aks-flex-node/journal.json");
+    assert!(
+        undo.stdout.contains(&format!(
+            "nothing to undo: this machine was not bootstrapped by aks-flex-node (no journal at {})",
+            journal.display()
+        )),
+        "{}",
+        undo.stdout
+    );
+    assert_eq!(
+        before,
+        snapshot(m.path(), true),
+        "unbootstrap changed the root"
+    );
+}
+
+#[test]
 fn plan_json_has_the_documented_shape_and_changes_nothing() {
     let m = machine();
     let root = m.path().to_str().unwrap();

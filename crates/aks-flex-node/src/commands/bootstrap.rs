@@ -136,6 +136,9 @@ pub async fn unbootstrap(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
     }
     let ctx = context(cfg, host)?;
     let report = steps::unbootstrap(&ctx, &steps::all_steps()).await;
+    if let Some(msg) = &report.nothing_to_do {
+        println!("{msg}");
+    }
     for s in &report.undone {
         println!("{s:<24} removed");
     }

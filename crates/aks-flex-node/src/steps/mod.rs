@@ -632,6 +632,10 @@ pub struct UndoReport {
     pub failures: Vec<String>,
     /// Directories left in place because something else put files in them.
     pub kept: Vec<String>,
+    /// Set when there was no journal: the machine was never bootstrapped by this agent (the message says
+    /// so and where the journal would be). Not a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nothing_to_do: Option<String>,
 }
 
 /// Undo everything the journal records, step by step in reverse order. Best effort: every failure is
@@ -640,7 +644,22 @@ pub struct UndoReport {
 /// a journal on disk that no longer matches the machine.
 pub async fn unbootstrap(ctx: &Context, steps: &[Box<dyn Step>]) -> UndoReport {
     let mut report = UndoReport::default();
-    if ctx.journal().is_empty() && !ctx.host.fs.exists(Path::new(STATE_DIR)).unwrap_or(false) {
+    let journal_path = Path::new(journal::JOURNAL_PATH);
+    let no_journal = |ctx: &Context| {
+        ctx.journal().is_empty() && !ctx.host.fs.exists(journal_path).unwrap_or(false)
+    };
+    let nothing = || {
+        format!(
+            "nothing to undo: this machine was not bootstrapped by aks-flex-node (no journal at {})",
+            ctx.host
+                .fs
+                .root()
+                .join(journal::JOURNAL_PATH.trim_start_matches('/'))
+                .display()
+        )
+    };
+    if no_journal(ctx) && !ctx.host.fs.exists(Path::new(STATE_DIR)).unwrap_or(false) {
+        report.nothing_to_do = Some(nothing());
         return report;
     }
     let _lock = match lock(ctx) {
@@ -653,6 +672,10 @@ pub async fn unbootstrap(ctx: &Context, steps: &[Box<dyn Step>]) -> UndoReport {
     if let Err(e) = ctx.reload_journal() {
         report.failures.push(e.to_string());
         return report;
+    }
+    if no_journal(ctx) {
+        // Still go on: leftovers without a journal (a lock file) are cleaned up below.
+        report.nothing_to_do = Some(nothing());
     }
     // Steps in reverse; then anything journaled by a step this agent no longer knows.
     let mut names: Vec<&str> = steps.iter().rev().map(|s| s.name()).collect();
@@ -1090,5 +1113,37 @@ mod tests {
             before,
             "the root is not as it was before bootstrap"
         );
+    }
+
+    #[tokio::test]
+    async fn unbootstrap_of_a_machine_never_bootstrapped_says_so_and_changes_nothing() {
+        let dir = sandbox();
+        let root = dir.path();
+        let before = tree(root);
+        let steps: Vec<Box<dyn Step>> = vec![Box::new(Writes("First", "/etc/first.conf"))];
+        let report = unbootstrap(&context(root), &steps).await;
+        assert!(report.failures.is_empty(), "{report:?}");
+        let msg = report.nothing_to_do.expect("no nothing-to-do message");
+        let journal = root
+            .canonicalize()
+            .unwrap()
+            .join("var/lib/aks-flex-node/journal.json");
+        assert_eq!(
+            msg,
+            format!(
+                "nothing to undo: this machine was not bootstrapped by aks-flex-node (no journal at {})",
+                journal.display()
+            )
+        );
+        assert_eq!(tree(root), before);
+
+        // A bootstrapped machine is not "nothing to do".
+        bootstrapped(root, &steps).await;
+        let report = unbootstrap(&context(root), &steps).await;
+        assert!(
+            report.failures.is_empty() && report.nothing_to_do.is_none(),
+            "{report:?}"
+        );
+        assert_eq!(tree(root), before);
     }
 }
