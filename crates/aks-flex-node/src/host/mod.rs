@@ -172,6 +172,8 @@ pub struct SimKernel {
     pub swaps: Vec<String>,
     /// Swap devices as they were at first use, restored by `swapon -a`.
     pub initial_swaps: Vec<String>,
+    /// Live sysctl values (from the root's `/proc/sys` files at first use; changed by `sysctl -p`,
+    /// `sysctl -w` and `sysctl --system`).
     pub sysctl: BTreeMap<String, String>,
 }
 
@@ -536,11 +538,35 @@ impl Host {
                 modules,
                 initial_swaps: swaps.clone(),
                 swaps,
-                sysctl: BTreeMap::new(),
+                sysctl: read_proc_sys(&self.fs)?,
             },
             ..Default::default()
         })
     }
+}
+
+/// Every value under the root's `/proc/sys` (a sandbox's starting kernel), keyed like `sysctl` names them
+/// (`net/ipv4/ip_forward` is `net.ipv4.ip_forward`).
+fn read_proc_sys(fs: &RootFs) -> Result<BTreeMap<String, String>> {
+    let base = Path::new("/proc/sys");
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![base.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for name in fs.list_dir(&dir)? {
+            let p = dir.join(name);
+            match fs.entry(&p)? {
+                Some(Entry::Dir { .. }) => dirs.push(p),
+                Some(Entry::File { .. }) => {
+                    if let (Some(v), Ok(rel)) = (fs.read_to_string(&p)?, p.strip_prefix(base)) {
+                        let key = rel.to_string_lossy().replace('/', ".");
+                        out.insert(key, normalise_ws(&v));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Apply a recorded command's effect to the simulated kernel.
@@ -555,6 +581,15 @@ fn simulate(rec: &mut SandboxRecord, fs: &RootFs, spec: &CommandSpec) {
         ("sysctl", ["-p", file]) => {
             if let Ok(Some(text)) = fs.read_to_string(Path::new(file)) {
                 rec.kernel.sysctl.extend(parse_sysctl_conf(&text));
+            }
+        }
+        ("sysctl", ["-w", settings @ ..]) => {
+            for kv in settings {
+                if let Some((k, v)) = kv.split_once('=') {
+                    rec.kernel
+                        .sysctl
+                        .insert(k.trim().replace('/', "."), normalise_ws(v));
+                }
             }
         }
         ("sysctl", ["--system"]) => {
@@ -769,6 +804,45 @@ mod tests {
                 "systemctl start containerd",
                 "systemctl enable containerd"
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn sandbox_sysctls_start_from_proc_sys_and_follow_sysctl_w() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/sys/net/ipv4")).unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/sys/vm")).unwrap();
+        std::fs::write(dir.path().join("proc/sys/net/ipv4/ip_forward"), "0\n").unwrap();
+        std::fs::write(dir.path().join("proc/sys/vm/swappiness"), "60\n").unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        assert_eq!(
+            host.sysctl_value("net.ipv4.ip_forward").unwrap().as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            host.sysctl_value("vm.swappiness").unwrap().as_deref(),
+            Some("60")
+        );
+        host.run(
+            &CommandSpec::new("sysctl")
+                .args([
+                    "-w",
+                    "vm.swappiness=10",
+                    "net.ipv4.ip_local_port_range=1024 65000",
+                ])
+                .mutates_host(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            host.sysctl_value("vm.swappiness").unwrap().as_deref(),
+            Some("10")
+        );
+        assert_eq!(
+            host.sysctl_value("net.ipv4.ip_local_port_range")
+                .unwrap()
+                .as_deref(),
+            Some("1024 65000")
         );
     }
 

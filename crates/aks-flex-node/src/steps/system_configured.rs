@@ -1,6 +1,7 @@
 //! `SystemConfigured`: kernel modules (loaded now and at boot), sysctls (file and live values) and swap
 //! (off now and in fstab). Undo restores every file it changed, turns swap back on if it turned it off,
-//! and reloads sysctl files (live values set by the removed file stay until reboot).
+//! and writes back the live value every sysctl had before the agent first changed it (recorded in the
+//! journal just before the first `sysctl -p`).
 //!
 //! A module is loaded with `modprobe` only when what it provides is not available yet: a module that is
 //! loaded or built into the kernel (no `/sys/module/<m>`, but `/proc/sys/net/bridge` for `br_netfilter`,
@@ -12,15 +13,34 @@
 //! them again at boot, and for a built-in module systemd-modules-load (which uses libkmod, not the
 //! `modprobe` program) only notes that it is built in.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::{Action, Context, Phase, Step, StepError, StepResult};
+use super::{Action, Context, Phase, Step, StepError, StepResult, UndoOp};
 use crate::host::{CommandSpec, Effect};
 use crate::render::system::{self, MODULES, MODULES_PATH, SYSCTLS, SYSCTL_PATH};
 
 pub struct SystemConfigured;
 
 const NAME: &str = "SystemConfigured";
+/// Undo record: `{"values": {key: prior live value, or null when the key did not exist}}`.
+const SYSCTL_PRIOR: &str = "sysctlPrior";
+
+/// Sysctl keys whose prior live value the journal already holds (recorded once, before the agent's first
+/// change, so a later drift repair never records the agent's own value as "prior").
+fn recorded_sysctls(ctx: &Context) -> BTreeSet<String> {
+    ctx.journal_snapshot()
+        .undo_for(NAME)
+        .into_iter()
+        .filter_map(|e| match e.op {
+            UndoOp::Custom { kind, data } if kind == SYSCTL_PRIOR => data["values"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
 
 #[async_trait::async_trait]
 impl Step for SystemConfigured {
@@ -71,11 +91,12 @@ impl Step for SystemConfigured {
             }
         }
         if live_differs {
-            actions.push(Action::run(
-                &["sysctl", "-p", SYSCTL_PATH],
-                "apply kernel settings",
-                Effect::MutatesHost,
-            ));
+            // Custom rather than a plain run: the live values it replaces are journaled first.
+            actions.push(Action::Custom {
+                kind: "applySysctls".into(),
+                summary: format!("apply kernel settings: sysctl -p {SYSCTL_PATH}"),
+                detail: serde_json::json!({ "argv": ["sysctl", "-p", SYSCTL_PATH] }),
+            });
         }
         if !host.active_swaps()?.is_empty() {
             actions.push(Action::Custom {
@@ -116,6 +137,29 @@ impl Step for SystemConfigured {
                     .await?;
                 Ok(())
             }
+            "applySysctls" => {
+                // Journal first: the live value of every key not recorded yet.
+                let known = recorded_sysctls(ctx);
+                let mut prior = serde_json::Map::new();
+                for (k, _) in SYSCTLS.iter().filter(|(k, _)| !known.contains(*k)) {
+                    let v = ctx.host.sysctl_value(k)?;
+                    prior.insert(
+                        k.to_string(),
+                        v.map_or(serde_json::Value::Null, serde_json::Value::String),
+                    );
+                }
+                if !prior.is_empty() {
+                    ctx.record_undo(NAME, SYSCTL_PRIOR, serde_json::json!({ "values": prior }))?;
+                }
+                ctx.host
+                    .run_checked(
+                        &CommandSpec::new("sysctl")
+                            .args(["-p", SYSCTL_PATH])
+                            .mutates_host(),
+                    )
+                    .await?;
+                Ok(())
+            }
             other => Err(super::StepError::failed(format!("unknown action {other}"))),
         }
     }
@@ -124,7 +168,7 @@ impl Step for SystemConfigured {
         &self,
         ctx: &Context,
         kind: &str,
-        _data: &serde_json::Value,
+        data: &serde_json::Value,
     ) -> StepResult<()> {
         match kind {
             "swapon" => {
@@ -133,18 +177,33 @@ impl Step for SystemConfigured {
                     .await?;
                 Ok(())
             }
+            SYSCTL_PRIOR => {
+                // Each recorded value is written back as it was. A key that did not exist then (a
+                // bridge-nf key before br_netfilter was loaded) has nothing to go back to. No
+                // `sysctl --system` afterwards: the agent only ever applied its own file, whose keys are
+                // all restored here, and reloading every sysctl.d file would also overwrite values an
+                // administrator had set at runtime before bootstrap.
+                let mut failed = Vec::new();
+                let values = data["values"].as_object().cloned().unwrap_or_default();
+                for (k, v) in values {
+                    let Some(v) = v.as_str() else { continue };
+                    let spec = CommandSpec::new("sysctl")
+                        .args(["-w".to_string(), format!("{k}={v}")])
+                        .mutates_host();
+                    if let Err(e) = ctx.host.run_checked(&spec).await {
+                        failed.push(format!("restoring {k}={v}: {e}"));
+                    }
+                }
+                if failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(StepError::failed(failed.join("; ")))
+                }
+            }
             other => Err(super::StepError::failed(format!(
                 "unknown undo record {other}"
             ))),
         }
-    }
-
-    async fn after_undo(&self, _ctx: &Context) -> StepResult<Vec<Action>> {
-        Ok(vec![Action::run(
-            &["sysctl", "--system"],
-            "reload kernel settings",
-            Effect::MutatesHost,
-        )])
     }
 }
 
@@ -279,6 +338,63 @@ mod tests {
             "{cmds:?}"
         );
         assert!(plan(root).await.is_empty());
+    }
+
+    /// A kernel with ip_forward off and the default swappiness: bootstrap sets both, a drift repair
+    /// re-applies without recording the drifted value, and unbootstrap writes back exactly 0 and 60.
+    #[tokio::test]
+    async fn unbootstrap_restores_each_sysctl_to_its_value_before_bootstrap() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        put(root, "/proc/sys/net/ipv4/ip_forward", "0\n");
+        put(root, "/proc/sys/vm/swappiness", "60\n");
+        put(root, "/proc/sys/kernel/panic", "0\n");
+        let (ctx, res) = run(root).await;
+        res.unwrap();
+        let live = |ctx: &Context, k: &str| ctx.host.sysctl_value(k).unwrap();
+        assert_eq!(live(&ctx, "net.ipv4.ip_forward").as_deref(), Some("1"));
+        assert_eq!(live(&ctx, "vm.swappiness").as_deref(), Some("0"));
+        drop(ctx);
+
+        // Someone changes a value at runtime; the next run puts the agent's value back.
+        Host::new(root)
+            .unwrap()
+            .run(
+                &CommandSpec::new("sysctl")
+                    .args(["-w", "vm.swappiness=30"])
+                    .mutates_host(),
+            )
+            .await
+            .unwrap();
+        let (ctx, res) = run(root).await;
+        res.unwrap();
+        assert_eq!(live(&ctx, "vm.swappiness").as_deref(), Some("0"));
+        let records = ctx
+            .journal_snapshot()
+            .undo
+            .iter()
+            .filter(|e| matches!(&e.op, UndoOp::Custom { kind, .. } if kind == SYSCTL_PRIOR))
+            .count();
+        assert_eq!(
+            records, 1,
+            "the drift repair recorded the prior values again"
+        );
+        drop(ctx);
+
+        let ctx = Context::new(config(), Arc::new(Host::new(root).unwrap())).unwrap();
+        let report = steps::unbootstrap(&ctx, &[Box::new(SystemConfigured)]).await;
+        assert!(report.failures.is_empty(), "{report:?}");
+        // The sandbox record file is gone with the agent's state; the host still holds the kernel.
+        assert_eq!(live(&ctx, "net.ipv4.ip_forward").as_deref(), Some("0"));
+        assert_eq!(live(&ctx, "vm.swappiness").as_deref(), Some("60"));
+        assert_eq!(live(&ctx, "kernel.panic").as_deref(), Some("0"));
+        let cmds = ctx.host.sandbox_record().unwrap().unwrap().commands;
+        assert!(
+            cmds.contains(&"sysctl -w net.ipv4.ip_forward=0".to_string())
+                && cmds.contains(&"sysctl -w vm.swappiness=60".to_string()),
+            "{cmds:?}"
+        );
+        assert!(!cmds.iter().any(|c| c == "sysctl --system"), "{cmds:?}");
     }
 
     #[tokio::test]
