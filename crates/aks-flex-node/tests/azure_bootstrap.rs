@@ -237,6 +237,14 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
             saw_azcmagent
         })
     };
+    // A token cached for an earlier identity of this host is deleted by the Arc connect.
+    let token_cache = w.root().join("run/aks-flex-node/token-cache.json");
+    std::fs::create_dir_all(token_cache.parent().unwrap()).unwrap();
+    std::fs::write(
+        &token_cache,
+        r#"{"resource":"r","accessToken":"old","expiresOn":0}"#,
+    )
+    .unwrap();
     // Keep azcmagent alive long enough to be seen: its machine PUT is slowed down.
     w.emu
         .set_fault(serde_json::from_value(serde_json::json!({
@@ -251,6 +259,10 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
     assert!(
         saw_azcmagent,
         "the /proc scan never saw azcmagent connect running"
+    );
+    assert!(
+        !token_cache.exists(),
+        "the Arc connect left the old token cache"
     );
     assert!(
         seen.lock().unwrap().is_empty(),
@@ -318,10 +330,13 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
     assert_eq!(cred["apiVersion"], "client.authentication.k8s.io/v1beta1");
     assert!(cred["status"]["token"].as_str().unwrap().starts_with("eyJ"));
     assert!(out.stderr.is_empty(), "{}", text(&out));
+    assert!(token_cache.exists(), "the token command cached nothing");
 
-    // Unbootstrap removes what bootstrap made in Azure.
+    // Unbootstrap removes what bootstrap made in Azure, and the token cache of the deleted identity.
     let out = w.run(&["unbootstrap"], secret);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(!token_cache.exists(), "unbootstrap left the token cache");
+    assert!(!token_cache.parent().unwrap().exists());
     let st = w.emu.state();
     assert!(
         st.machines.iter().all(|m| m.name != w.host),

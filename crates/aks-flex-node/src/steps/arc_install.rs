@@ -20,6 +20,20 @@ use crate::azure::{aks, permissions, roles, AzureError};
 
 pub const NAME: &str = "ArcInstall";
 
+/// The kubelet's token cache (written by `aks-flex-node token`): it holds a token of this machine's Arc
+/// identity, so it is deleted when that identity may change (connect) and when it is deleted (undo).
+pub const TOKEN_CACHE_FILE: &str = "/run/aks-flex-node/token-cache.json";
+
+/// Delete the token cache, and its directory when that is left empty.
+pub fn clear_token_cache(host: &crate::host::Host) -> Result<(), crate::host::FsError> {
+    let path = std::path::Path::new(TOKEN_CACHE_FILE);
+    host.fs.remove_file(path)?;
+    if let Some(dir) = path.parent() {
+        host.fs.remove_dir_if_empty(dir)?;
+    }
+    Ok(())
+}
+
 /// The step. Settings come from the context's config and the process environment unless given.
 #[derive(Default)]
 pub struct ArcInstall {
@@ -328,6 +342,8 @@ impl Step for ArcInstall {
                     "arcMachine",
                     json!({"resourceId": machine_id, "azcmagent": st.azcmagent}),
                 )?;
+                // The kubelet's cached token may belong to an identity this connect replaces.
+                clear_token_cache(&ctx.host)?;
                 let args = ConnectArgs {
                     resource_group: st.arc.resource_group.clone(),
                     tenant_id: st.tenant_id.clone(),
@@ -498,6 +514,10 @@ impl Step for ArcInstall {
                     .as_str()
                     .ok_or_else(|| StepError::failed("arcMachine record without resourceId"))?;
                 let mut problems = Vec::new();
+                // The kubelet's cached token is this identity's: gone with it.
+                if let Err(e) = clear_token_cache(&ctx.host) {
+                    problems.push(format!("removing the token cache: {e}"));
+                }
                 match s.azure.arm.delete(id, api::HYBRID_COMPUTE).await {
                     Ok(existed) => {
                         tracing::info!(machine = id, existed, "Arc machine resource removed")
