@@ -32,7 +32,7 @@ fn interval(var: &str, default: Duration) -> Result<Duration, CliError> {
     }
 }
 
-fn context(cfg: Arc<Config>, host: Arc<Host>) -> Result<Context, CliError> {
+pub(super) fn context(cfg: Arc<Config>, host: Arc<Host>) -> Result<Context, CliError> {
     Context::new(cfg, host).map_err(CliError::failed)
 }
 
@@ -110,50 +110,6 @@ pub async fn bootstrap(
     result.map_err(CliError::failed)?;
     tracing::info!("bootstrap completed");
     Ok(())
-}
-
-/// The agent's own unit (packaging/aks-flex-node-agent.service).
-const AGENT_UNIT: &str = "aks-flex-node-agent.service";
-
-pub async fn unbootstrap(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
-    // A running agent would re-bootstrap what we remove: stop it first (the original's uninstaller raced it).
-    let agent = host
-        .unit_state(AGENT_UNIT)
-        .await
-        .map_err(CliError::failed)?;
-    if agent.active || agent.enabled {
-        tracing::info!("stopping and disabling {AGENT_UNIT} so it does not re-bootstrap the node");
-        if agent.active {
-            host.service(crate::host::ServiceOp::Stop, AGENT_UNIT)
-                .await
-                .map_err(CliError::failed)?;
-        }
-        if agent.enabled {
-            host.service(crate::host::ServiceOp::Disable, AGENT_UNIT)
-                .await
-                .map_err(CliError::failed)?;
-        }
-    }
-    let ctx = context(cfg, host)?;
-    let report = steps::unbootstrap(&ctx, &steps::all_steps()).await;
-    for s in &report.undone {
-        println!("{s:<24} removed");
-    }
-    for k in &report.kept {
-        println!("kept {k}");
-    }
-    if report.failures.is_empty() {
-        tracing::info!("unbootstrap completed");
-        Ok(())
-    } else {
-        for f in &report.failures {
-            eprintln!("could not undo: {f}");
-        }
-        Err(CliError::failed(anyhow::anyhow!(
-            "unbootstrap left {} item(s) behind (listed above); fix the cause and run it again",
-            report.failures.len()
-        )))
-    }
 }
 
 /// Bootstrap, then stay up and re-converge so drift is repaired: the host every two minutes (local checks

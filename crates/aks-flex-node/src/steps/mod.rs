@@ -9,6 +9,7 @@ pub mod action;
 pub mod arc_install;
 pub mod cni;
 pub mod containerd;
+pub mod drain;
 pub mod journal;
 pub mod kube_binaries;
 pub mod kubelet;
