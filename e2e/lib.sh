@@ -421,7 +421,13 @@ e2e_node_leader() {
   return 1
 }
 
-node_sh() { local l; l=$(e2e_node_leader) || return 1; nsenter -t "$l" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb "$@"; }
+# A command on the node, as root in all its namespaces. FLEXNODE_EMULATOR_URL is for the azcmagent
+# stand-in only (the agent's unit gets it from its e2e drop-in).
+node_sh() {
+  local l; l=$(e2e_node_leader) || return 1
+  nsenter -t "$l" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb \
+    FLEXNODE_EMULATOR_URL="http://127.0.0.1:$HIMDS_PORT" "$@"
+}
 
 # Power the node off (systemd stops every unit; the PID namespace's end kills what is left).
 e2e_node_poweroff() {

@@ -27,7 +27,7 @@ use crate::host::{CommandSpec, Entry, Host};
 
 /// Directories the node's runtime fills at run time; removed by unbootstrap when they were absent before
 /// the agent first started the services.
-pub const RUNTIME_DIRS: [&str; 8] = [
+pub const RUNTIME_DIRS: [&str; 7] = [
     "/var/lib/kubelet",
     "/var/lib/containerd",
     "/opt/containerd",
@@ -35,7 +35,6 @@ pub const RUNTIME_DIRS: [&str; 8] = [
     "/var/lib/cni",
     "/var/log/pods",
     "/var/log/containers",
-    "/etc/kubernetes/manifests",
 ];
 
 /// Mount points below these are the runtime's (pod volumes, the kubelet's pod dirs, container rootfs).

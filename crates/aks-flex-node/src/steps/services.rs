@@ -189,8 +189,19 @@ impl Step for ServicesEnabled {
         if kind != RUNTIME {
             return Err(StepError::failed(format!("{NAME} cannot undo {kind}")));
         }
-        let absent: Vec<PathBuf> =
+        let mut absent: Vec<PathBuf> =
             serde_json::from_value(data["absent"].clone()).unwrap_or_default();
+        // Runtime directories an earlier step created (the kubelet's config lives in /var/lib/kubelet):
+        // the services filled them, so they go as a whole too; their own undo then finds nothing left.
+        for e in ctx.journal_snapshot().undo {
+            if let UndoOp::RemoveDir { path } = e.op {
+                if drain::RUNTIME_DIRS.iter().any(|d| Path::new(d) == path)
+                    && !absent.contains(&path)
+                {
+                    absent.push(path);
+                }
+            }
+        }
         let mut failures = drain::drain(&ctx.host).await;
         if failures.is_empty() {
             failures.extend(drain::remove_runtime_dirs(&ctx.host, &absent));
