@@ -6,6 +6,7 @@ use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use aks_flex_node::azure::credential::TEST_KEY_DIR_ENV;
 use azure_emulator::scenario::{self, Scenario};
 use azure_emulator::{Emulator, EmulatorOptions};
 
@@ -99,6 +100,7 @@ impl World {
                 ),
             )
             .env("AKS_FLEX_NODE_AZURE_TIME_SCALE", "0.01")
+            .env(TEST_KEY_DIR_ENV, self.emu.himds_key_dir())
             .env_remove("AZURE_CLIENT_SECRET")
             .output()
             .unwrap()
@@ -306,18 +308,23 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
         .unwrap();
     assert_eq!(arc["status"], "converged", "{arc}");
 
-    // The token command gets a token for the AKS AAD server app from this host's HIMDS.
-    let u = w.emu.urls();
-    let out = std::process::Command::new(BIN)
-        .args(["--root"]).arg(w.root()).arg("token")
-        .env("IDENTITY_ENDPOINT", format!("{}/hosts/{}/metadata/identity/oauth2/token", u.himds, w.host))
-        .env("KUBERNETES_EXEC_INFO", r#"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","spec":{"interactive":false}}"#)
-        .output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let cred: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cred["apiVersion"], "client.authentication.k8s.io/v1beta1");
-    assert!(cred["status"]["token"].as_str().unwrap().starts_with("eyJ"));
-    assert!(out.stderr.is_empty(), "{}", text(&out));
+    // The token command gets a token for the AKS AAD server app from this host's HIMDS. Only a debug
+    // binary accepts the emulator's temp key directory; a release one reads key files from
+    // /var/opt/azcmagent/tokens only.
+    if cfg!(debug_assertions) {
+        let u = w.emu.urls();
+        let out = std::process::Command::new(BIN)
+            .args(["--root"]).arg(w.root()).arg("token")
+            .env("IDENTITY_ENDPOINT", format!("{}/hosts/{}/metadata/identity/oauth2/token", u.himds, w.host))
+            .env(TEST_KEY_DIR_ENV, w.emu.himds_key_dir())
+            .env("KUBERNETES_EXEC_INFO", r#"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","spec":{"interactive":false}}"#)
+            .output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let cred: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(cred["apiVersion"], "client.authentication.k8s.io/v1beta1");
+        assert!(cred["status"]["token"].as_str().unwrap().starts_with("eyJ"));
+        assert!(out.stderr.is_empty(), "{}", text(&out));
+    }
 
     // Unbootstrap removes what bootstrap made in Azure.
     let out = w.run(&["unbootstrap"], secret);
