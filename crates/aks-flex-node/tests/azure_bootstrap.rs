@@ -412,6 +412,37 @@ async fn throttling_server_errors_resets_and_replication_are_survived() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azcmagent_connect_is_retried_on_throttling_and_not_on_a_bad_request() {
+    // azcmagent's own PUT of the machine is throttled twice: the agent reads the 429 from its output and
+    // runs it again.
+    let w = World::start(Scenario::demo()).await;
+    w.emu
+        .set_fault(serde_json::from_value(serde_json::json!({"method":"PUT","path":"/**/machines/*","kind":"status","status":429,"count":2})).unwrap())
+        .unwrap();
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    let puts = |w: &World| {
+        w.emu
+            .request_log()
+            .iter()
+            .filter(|e| e.method == "PUT" && e.path.contains("/machines/"))
+            .map(|e| e.status)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(puts(&w), vec![429, 429, 200], "{}", text(&out));
+
+    // A 400 is the request's fault: one attempt, then the error.
+    let w = World::start(Scenario::demo()).await;
+    w.emu
+        .set_fault(serde_json::from_value(serde_json::json!({"method":"PUT","path":"/**/machines/*","kind":"status","status":400,"count":5})).unwrap())
+        .unwrap();
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(puts(&w), vec![400], "{}", text(&out));
+    assert!(text(&out).contains("azcmagent connect"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_permission_names_role_scope_and_who_can_grant() {
     let mut s = Scenario::demo();
     // The SP keeps onboarding rights but loses User Access Administrator on the cluster.
