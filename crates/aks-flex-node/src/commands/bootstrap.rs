@@ -15,8 +15,14 @@ const HEAL_INTERVAL: Duration = Duration::from_secs(120);
 /// How often the daemon re-verifies the Azure side (Arc machine, roles, cluster endpoint). Host checks are
 /// local and cheap; Azure checks cost ARM reads, which are throttled per principal across a whole fleet.
 const IDENTITY_INTERVAL: Duration = Duration::from_secs(3600);
-/// After a failed Azure re-check, try again sooner than the full interval.
+/// After a failed Azure re-check, try again sooner than the full interval (never later than it).
 const IDENTITY_RETRY: Duration = Duration::from_secs(600);
+
+/// When the next Azure re-check is due after one that ended at `now`: the configured interval `every`
+/// after a converged pass, [`IDENTITY_RETRY`] (capped at `every`) after a failed one.
+fn next_azure_check(now: tokio::time::Instant, ok: bool, every: Duration) -> tokio::time::Instant {
+    now + if ok { every } else { IDENTITY_RETRY.min(every) }
+}
 
 /// An interval from the environment (whole seconds, at least 1), or the default. A bad value is a usage
 /// error rather than a silent default, so a typo in a unit file is noticed.
@@ -158,12 +164,7 @@ pub async fn agent(
         heal(&ctx, &steps, &host_only, "host").await;
         if !skip.contains(&Phase::Identity) && tokio::time::Instant::now() >= next_identity {
             let ok = heal(&ctx, &steps, &identity_only, "Azure").await;
-            next_identity = tokio::time::Instant::now()
-                + if ok {
-                    IDENTITY_INTERVAL
-                } else {
-                    IDENTITY_RETRY
-                };
+            next_identity = next_azure_check(tokio::time::Instant::now(), ok, azure_every);
         }
     }
 }
@@ -220,5 +221,27 @@ impl Shutdown {
             _ = one(&mut self.term) => {}
             _ = one(&mut self.int) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_azure_recheck_uses_the_configured_interval() {
+        let now = tokio::time::Instant::now();
+        // Configured shorter than the default hour: used after every converged pass, not only the first.
+        let every = Duration::from_secs(300);
+        assert_eq!(next_azure_check(now, true, every), now + every);
+        // A failed pass retries sooner, but never later than the configured interval.
+        assert_eq!(next_azure_check(now, false, every), now + every);
+        let every = Duration::from_secs(7200);
+        assert_eq!(next_azure_check(now, true, every), now + every);
+        assert_eq!(next_azure_check(now, false, every), now + IDENTITY_RETRY);
+        assert_eq!(
+            next_azure_check(now, true, IDENTITY_INTERVAL),
+            now + IDENTITY_INTERVAL
+        );
     }
 }
