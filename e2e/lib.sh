@@ -421,7 +421,13 @@ e2e_node_leader() {
   return 1
 }
 
-node_sh() { local l; l=$(e2e_node_leader) || return 1; nsenter -t "$l" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb "$@"; }
+# A command on the node, as root in all its namespaces. FLEXNODE_EMULATOR_URL is for the azcmagent
+# stand-in only (the agent's unit gets it from its e2e drop-in).
+node_sh() {
+  local l; l=$(e2e_node_leader) || return 1
+  nsenter -t "$l" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TERM=dumb \
+    FLEXNODE_EMULATOR_URL="http://127.0.0.1:$HIMDS_PORT" "$@"
+}
 
 # Power the node off (systemd stops every unit; the PID namespace's end kills what is left).
 e2e_node_poweroff() {
@@ -505,3 +511,80 @@ e2e_agent_log() {
 
 # Has the agent's current run finished its bootstrap pass (converged or applied)?
 e2e_agent_completed() { e2e_agent_log 2>/dev/null | grep -q 'bootstrap completed'; }
+
+# A fresh emulator and node, bootstrapped the way an operator does it: `systemctl enable --now
+# aks-flex-node-agent`, until the API server shows the node Ready and the agent said "bootstrap completed".
+# Sets E2E_READY_SECS. $1: roles (JSON list) for azure.arc.roles, default the agent's.
+e2e_bootstrap_node() {
+  e2e_emulator_up
+  kadm delete node "$NODE_NAME" --ignore-not-found >/dev/null
+  e2e_node_create "${1:-null}"
+  e2e_node_boot
+  local t0=$SECONDS end=$((SECONDS + 300))
+  node_sh systemctl enable --now aks-flex-node-agent
+  until e2e_node_ready; do
+    [ $SECONDS -lt $end ] || { fail "the node was not Ready 300 s after the agent started"; return 1; }
+    if [ "$(node_sh systemctl show -p ActiveState --value aks-flex-node-agent)" = failed ]; then
+      fail "the agent unit failed"; return 1
+    fi
+    sleep 1
+  done
+  E2E_READY_SECS=$((SECONDS - t0))
+  e2e_log "node $NODE_NAME Ready ${E2E_READY_SECS}s after systemctl start aks-flex-node-agent"
+  # The agent reports completion only once it saw Ready itself (its NodeReady step).
+  e2e_wait 60 "the agent's 'bootstrap completed'" e2e_agent_completed || return 1
+  local u
+  for u in containerd kubelet aks-flex-node-agent; do
+    [ "$(node_sh systemctl is-active "$u")" = active ] || { fail "$u is not active"; return 1; }
+  done
+}
+
+e2e_pod_running() {
+  [ "$(kadm get pod e2e-pause -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ]
+}
+
+# A pod with the locally built pause image (no registry): sandbox + container through CRI, runc and CNI,
+# with an IP from the node's range.
+e2e_run_pod() {
+  node_sh ctr -n k8s.io images import /opt/pause-image.tar >/dev/null
+  kadm delete pod e2e-pause --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  e2e_wait 60 "the old pod object to go" sh -c "! $K8S_BIN/kubectl --kubeconfig $E2E_WORK/pki/admin.kubeconfig get pod e2e-pause" || true
+  kadm apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: e2e-pause, namespace: default}
+spec:
+  nodeName: $NODE_NAME
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: pause
+    image: $E2E_PAUSE_IMAGE
+    imagePullPolicy: Never
+YAML
+  e2e_wait 120 "pod e2e-pause Running" e2e_pod_running || return 1
+  local ip
+  ip=$(kadm get pod e2e-pause -o jsonpath='{.status.podIP}')
+  python3 -c 'import ipaddress,sys; sys.exit(0 if ipaddress.ip_address(sys.argv[1]) in ipaddress.ip_network(sys.argv[2]) else 1)' "$ip" "$POD_CIDR" ||
+    { fail "pod IP $ip is not in the node's range $POD_CIDR"; return 1; }
+  e2e_log "pod e2e-pause Running with IP $ip (node range $POD_CIDR)"
+}
+
+# Every path on the node's disk with type, mode, owner and (files) SHA-256, except what the OS itself
+# changes at run time and the agent's own log (kept by unbootstrap on purpose).
+e2e_node_manifest() {
+  node_sh sh -c 'find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
+      -o -path /var/tmp -o -path /var/log/journal -o -path /var/lib/systemd -o -path /var/log/aks-flex-node \
+      -o -path /var/cache/ldconfig -o -path /etc/machine-id \) -prune -o -printf "%p %y %m %U %G %l\n" | sort
+    find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /var/tmp \
+      -o -path /var/log/journal -o -path /var/lib/systemd -o -path /var/log/aks-flex-node \
+      -o -path /var/cache/ldconfig -o -path /etc/machine-id \) -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum'
+}
+
+# The emulator's Azure state: "<arc machines> <role assignments>".
+e2e_azure_counts() {
+  curl -s "http://127.0.0.1:$HIMDS_PORT/_emulator/state" | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+print(len(s.get("machines", [])), len(s.get("role_assignments", [])))'
+}

@@ -133,6 +133,9 @@ EOF
 
 export PATH="$demo/bin:$PATH" FLEXNODE_EMULATOR_URL="$control" FLEXNODE_EMULATOR_HOST=default
 export IDENTITY_ENDPOINT="$himds/metadata/identity/oauth2/token" IMDS_ENDPOINT="$himds"
+# The emulator writes HIMDS key files to $demo/keys; the (debug) agent reads them only from the directory
+# named here, or /var/opt/azcmagent/tokens (release builds: always).
+export AKS_FLEX_NODE_TEST_HIMDS_KEY_DIR="$demo/keys"
 agent() { "$bin/aks-flex-node" --root "$root" --config "$demo/config.json" --no-color "$@"; }
 azure_state() {
   curl -s "$control/state" | python3 -c '

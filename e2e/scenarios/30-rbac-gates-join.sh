@@ -9,8 +9,7 @@ scenario_30_rbac_gates_the_join() {
   e2e_node_create '["Reader", "Azure Kubernetes Service Cluster Admin Role"]'
   e2e_node_boot
   local out rc=0
-  out=$(node_sh env FLEXNODE_EMULATOR_URL="http://127.0.0.1:$HIMDS_PORT" AKS_FLEX_NODE_NODE_READY_TIMEOUT=40 \
-    aks-flex-node bootstrap --config /etc/aks-flex-node/config.json --no-color 2>&1) || rc=$?
+  out=$(node_sh env AKS_FLEX_NODE_NODE_READY_TIMEOUT=40 aks-flex-node bootstrap --config /etc/aks-flex-node/config.json --no-color 2>&1) || rc=$?
   [ "$rc" -eq 1 ] || { echo "$out" >&2; fail "bootstrap exited $rc, expected 1"; return 1; }
   echo "$out" | grep -q 'bootstrap completed' && { echo "$out" >&2; fail "bootstrap said completed"; return 1; }
   echo "$out" | grep -q 'NodeReady' || { echo "$out" >&2; fail "the failure does not name the NodeReady step"; return 1; }

@@ -79,7 +79,23 @@ pub enum Command {
     },
 
     /// Undo everything bootstrap did, in reverse order, Azure side included.
-    Unbootstrap,
+    ///
+    /// Stops the agent's service first (in any state), takes the node's workload down (pods, their
+    /// mounts and network namespaces, the CNI bridge, the kubelet's and CNI plugins' iptables chains),
+    /// then undoes the journal and removes the runtime directories the services created.
+    ///
+    /// Examples:
+    ///   aks-flex-node unbootstrap --verify --delete-node
+    Unbootstrap {
+        /// Afterwards, check that nothing the agent installed or caused is left (files, units, processes,
+        /// mounts, network devices, iptables chains); list what is and exit 1 if anything remains.
+        #[arg(long)]
+        verify: bool,
+        /// Delete this node's Node object from the cluster (with the node's own credential, before the
+        /// identity is removed). Without it the Node object stays and `kubectl delete node` removes it.
+        #[arg(long)]
+        delete_node: bool,
+    },
 
     /// Show what bootstrap would change, without changing anything.
     ///

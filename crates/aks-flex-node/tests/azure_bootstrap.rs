@@ -6,6 +6,7 @@ use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use aks_flex_node::azure::credential::TEST_KEY_DIR_ENV;
 use azure_emulator::scenario::{self, Scenario};
 use azure_emulator::{Emulator, EmulatorOptions};
 
@@ -99,6 +100,7 @@ impl World {
                 ),
             )
             .env("AKS_FLEX_NODE_AZURE_TIME_SCALE", "0.01")
+            .env(TEST_KEY_DIR_ENV, self.emu.himds_key_dir())
             .env_remove("AZURE_CLIENT_SECRET")
             .output()
             .unwrap()
@@ -318,19 +320,24 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
         .unwrap();
     assert_eq!(arc["status"], "converged", "{arc}");
 
-    // The token command gets a token for the AKS AAD server app from this host's HIMDS.
-    let u = w.emu.urls();
-    let out = std::process::Command::new(BIN)
-        .args(["--root"]).arg(w.root()).arg("token")
-        .env("IDENTITY_ENDPOINT", format!("{}/hosts/{}/metadata/identity/oauth2/token", u.himds, w.host))
-        .env("KUBERNETES_EXEC_INFO", r#"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","spec":{"interactive":false}}"#)
-        .output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let cred: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(cred["apiVersion"], "client.authentication.k8s.io/v1beta1");
-    assert!(cred["status"]["token"].as_str().unwrap().starts_with("eyJ"));
-    assert!(out.stderr.is_empty(), "{}", text(&out));
-    assert!(token_cache.exists(), "the token command cached nothing");
+    // The token command gets a token for the AKS AAD server app from this host's HIMDS. Only a debug
+    // binary accepts the emulator's temp key directory; a release one reads key files from
+    // /var/opt/azcmagent/tokens only.
+    if cfg!(debug_assertions) {
+        let u = w.emu.urls();
+        let out = std::process::Command::new(BIN)
+            .args(["--root"]).arg(w.root()).arg("token")
+            .env("IDENTITY_ENDPOINT", format!("{}/hosts/{}/metadata/identity/oauth2/token", u.himds, w.host))
+            .env(TEST_KEY_DIR_ENV, w.emu.himds_key_dir())
+            .env("KUBERNETES_EXEC_INFO", r#"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","spec":{"interactive":false}}"#)
+            .output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let cred: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(cred["apiVersion"], "client.authentication.k8s.io/v1beta1");
+        assert!(cred["status"]["token"].as_str().unwrap().starts_with("eyJ"));
+        assert!(out.stderr.is_empty(), "{}", text(&out));
+        assert!(token_cache.exists(), "the token command cached nothing");
+    }
 
     // Unbootstrap removes what bootstrap made in Azure, and the token cache of the deleted identity.
     let out = w.run(&["unbootstrap"], secret);
@@ -417,6 +424,37 @@ async fn throttling_server_errors_resets_and_replication_are_survived() {
             .count(),
         3
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azcmagent_connect_is_retried_on_throttling_and_not_on_a_bad_request() {
+    // azcmagent's own PUT of the machine is throttled twice: the agent reads the 429 from its output and
+    // runs it again.
+    let w = World::start(Scenario::demo()).await;
+    w.emu
+        .set_fault(serde_json::from_value(serde_json::json!({"method":"PUT","path":"/**/machines/*","kind":"status","status":429,"count":2})).unwrap())
+        .unwrap();
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(out.status.success(), "{}", text(&out));
+    let puts = |w: &World| {
+        w.emu
+            .request_log()
+            .iter()
+            .filter(|e| e.method == "PUT" && e.path.contains("/machines/"))
+            .map(|e| e.status)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(puts(&w), vec![429, 429, 200], "{}", text(&out));
+
+    // A 400 is the request's fault: one attempt, then the error.
+    let w = World::start(Scenario::demo()).await;
+    w.emu
+        .set_fault(serde_json::from_value(serde_json::json!({"method":"PUT","path":"/**/machines/*","kind":"status","status":400,"count":5})).unwrap())
+        .unwrap();
+    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(puts(&w), vec![400], "{}", text(&out));
+    assert!(text(&out).contains("azcmagent connect"), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -230,7 +230,12 @@ async fn himds_challenge_naming_a_missing_key_file_is_explained() {
         })
     })
     .await;
-    let e = himds(&s.url).get_token(ARM).await.unwrap_err().to_string();
+    let e = himds(&s.url)
+        .with_key_dir(dir.path())
+        .get_token(ARM)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("cannot read the HIMDS key file")
             && e.contains("gone.key")
@@ -244,6 +249,60 @@ async fn himds_challenge_naming_a_missing_key_file_is_explained() {
         .unwrap()
         .iter()
         .all(|(h, _)| h.get("authorization").is_none()));
+}
+
+/// A local impostor on the HIMDS port names files outside the key directory in its challenge: each is
+/// refused by its rule, and nothing is ever sent back as Basic auth.
+#[tokio::test]
+async fn himds_impostor_challenges_naming_other_files_are_refused_and_nothing_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("tokens");
+    std::fs::create_dir_all(keys.join("sub")).unwrap();
+    let secret = dir.path().join("private.key");
+    std::fs::write(&secret, "ROOT-ONLY-SECRET").unwrap();
+    std::fs::write(keys.join("sub/x.key"), "ROOT-ONLY-SECRET").unwrap();
+    std::fs::write(keys.join("x.pem"), "ROOT-ONLY-SECRET").unwrap();
+    std::fs::write(keys.join("big.key"), "ROOT-ONLY-SECRET".repeat(300)).unwrap();
+    std::os::unix::fs::symlink(&secret, keys.join("link.key")).unwrap();
+    let k = |n: &str| keys.join(n).to_string_lossy().into_owned();
+    for (realm, rule) in [
+        (
+            format!("{}/../private.key", keys.display()),
+            "contains a \"..\" or \".\" component",
+        ),
+        (k("link.key"), "is a symbolic link"),
+        (k("x.pem"), "does not end in .key"),
+        (k("big.key"), "larger than 4096"),
+        (k("sub/x.key"), "is not directly inside"),
+    ] {
+        let challenge = format!("Basic realm={realm}");
+        let s = stub(move |h| {
+            needs_metadata(h).unwrap_or_else(|| {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [("www-authenticate", challenge.clone())],
+                    "",
+                )
+                    .into_response()
+            })
+        })
+        .await;
+        // IDENTITY_ENDPOINT-style construction (an explicit URL): the rule applies all the same.
+        let e = himds(&s.url)
+            .with_key_dir(&keys)
+            .get_token(ARM)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&realm) && e.contains(rule) && e.contains("refusing to read it"),
+            "{realm}: {e}"
+        );
+        assert!(!e.contains("ROOT-ONLY-SECRET"), "{e}");
+        let seen = s.seen.lock().unwrap();
+        assert_eq!(seen.len(), 1, "{realm}: asked again");
+        assert!(seen[0].0.get("authorization").is_none());
+    }
 }
 
 #[tokio::test]

@@ -137,10 +137,14 @@ impl Azcmagent<'_> {
             } else {
                 out.stderr.trim()
             };
-            return Err(AzureError::Other(format!(
-                "`azcmagent connect` failed (exit {}): {}\n  hint: run `azcmagent show` and check /var/opt/azcmagent/log/azcmagent.log",
-                out.code, text
-            )));
+            return Err(AzureError::Program {
+                message: format!(
+                    "`azcmagent connect` failed (exit {}): {}\n  hint: run `azcmagent show` and check /var/opt/azcmagent/log/azcmagent.log",
+                    out.code, text
+                ),
+                // What azcmagent's own ARM request got (throttled? token expired?), for retry decisions.
+                arm: crate::azure::arm::ArmError::reported_by("azcmagent connect", text).map(Box::new),
+            });
         }
         Ok(())
     }

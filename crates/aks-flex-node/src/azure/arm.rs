@@ -56,7 +56,131 @@ fn quoted_after(msg: &str, marker: &str) -> Option<String> {
     Some(rest[..rest.find('\'')?].to_string())
 }
 
+/// The ARM error code to use when a response has none.
+fn default_code(status: u16) -> &'static str {
+    match status {
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "NotFound",
+        429 => "TooManyRequests",
+        _ => "Error",
+    }
+}
+
+/// Byte offsets just after each occurrence of `marker` that starts a word (not preceded by a letter or
+/// digit).
+fn after_marker<'a>(text: &'a str, marker: &'a str) -> impl Iterator<Item = usize> + 'a {
+    text.match_indices(marker)
+        .filter(move |(i, _)| {
+            !text[..*i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+        })
+        .map(move |(i, _)| i + marker.len())
+}
+
+/// A three-digit HTTP status at the start of `rest`, not followed by another digit.
+fn status_at(rest: &str) -> Option<u16> {
+    let b = rest.as_bytes();
+    if b.len() >= 3
+        && b[..3].iter().all(u8::is_ascii_digit)
+        && !b.get(3).is_some_and(u8::is_ascii_digit)
+    {
+        rest[..3].parse().ok().filter(|s| (100..600).contains(s))
+    } else {
+        None
+    }
+}
+
+/// An ARM error code (`TooManyRequests`, `Microsoft.Foo/Bar`) at the start of `rest`, optionally quoted.
+fn code_at(rest: &str) -> Option<String> {
+    let rest = rest.strip_prefix('"').unwrap_or(rest);
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/')))
+        .unwrap_or(rest.len());
+    let code = &rest[..end];
+    code.starts_with(|c: char| c.is_ascii_alphabetic())
+        .then(|| code.to_string())
+}
+
 impl ArmError {
+    /// Throttling (429), a request timeout (408) or a transient server error (5xx but 501): the same
+    /// request may succeed later. Decided by the HTTP status, never by words in the message.
+    pub fn is_transient(&self) -> bool {
+        StatusCode::from_u16(self.status).is_ok_and(retryable)
+    }
+
+    /// ARM rejected the bearer token as expired: the same request with a fresh token may succeed.
+    pub fn is_expired_token(&self) -> bool {
+        self.code == "ExpiredAuthenticationToken"
+    }
+
+    /// The ARM error that a program calling ARM itself (`azcmagent`) reports in its output, when the output
+    /// carries one in a form ARM clients print it:
+    ///
+    /// - `HTTP 429 TooManyRequests: message` (this client's own errors, the emulator's azcmagent);
+    /// - `StatusCode=429 ... Code="TooManyRequests" Message="..."` (Go autorest);
+    /// - `RESPONSE 429: 429 Too Many Requests` / `ERROR CODE: TooManyRequests` (Go azcore).
+    ///
+    /// Only the status found at one of those markers counts: a "429" elsewhere in a message is just text.
+    /// `program` becomes the error's `method` (what failed), `path` stays empty.
+    pub fn reported_by(program: &str, output: &str) -> Option<ArmError> {
+        let message_after = |i: usize| {
+            let line = output[i..].lines().next().unwrap_or("");
+            line.split_once(": ")
+                .map(|(_, m)| m.trim().to_string())
+                .unwrap_or_default()
+        };
+        let mut found: Option<(u16, Option<String>, String)> = None;
+        // This client / the emulator's azcmagent: "HTTP <status> <Code>: <message>".
+        for i in after_marker(output, "HTTP ") {
+            if let Some(status) = status_at(&output[i..]) {
+                let rest = output[i + 3..].strip_prefix(' ').unwrap_or("");
+                found = Some((status, code_at(rest), message_after(i)));
+                break;
+            }
+        }
+        // Go autorest: "StatusCode=403 -- Original Error: ... Status=403 Code=\"X\" Message=\"...\"".
+        if found.is_none() {
+            let status = after_marker(output, "StatusCode=")
+                .chain(after_marker(output, "Status="))
+                .find_map(|i| status_at(&output[i..]));
+            if let Some(status) = status {
+                let code = after_marker(output, "Code=").find_map(|i| code_at(&output[i..]));
+                let message = after_marker(output, "Message=")
+                    .next()
+                    .map(|i| {
+                        output[i..]
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                            .trim_matches('"')
+                            .to_string()
+                    })
+                    .unwrap_or_default();
+                found = Some((status, code, message));
+            }
+        }
+        // Go azcore: "RESPONSE 429: 429 Too Many Requests" and "ERROR CODE: TooManyRequests".
+        if found.is_none() {
+            if let Some(status) =
+                after_marker(output, "RESPONSE ").find_map(|i| status_at(&output[i..]))
+            {
+                let code = after_marker(output, "ERROR CODE: ").find_map(|i| code_at(&output[i..]));
+                found = Some((status, code, String::new()));
+            }
+        }
+        let (status, code, message) = found?;
+        Some(ArmError {
+            status,
+            code: code.unwrap_or_else(|| default_code(status).to_string()),
+            message,
+            method: program.to_string(),
+            path: String::new(),
+        })
+    }
+
     /// What to do about it.
     pub fn hint(&self) -> Option<String> {
         match self.code.as_str() {
@@ -322,13 +446,7 @@ impl ArmClient {
         let code = err
             .get("code")
             .and_then(|c| c.as_str())
-            .unwrap_or(match r.status.as_u16() {
-                401 => "Unauthorized",
-                403 => "Forbidden",
-                404 => "NotFound",
-                429 => "TooManyRequests",
-                _ => "Error",
-            })
+            .unwrap_or(default_code(r.status.as_u16()))
             .to_string();
         let message = err
             .get("message")
@@ -591,6 +709,43 @@ mod tests {
         }
         let d3 = p.backoff(3);
         assert!(d3 >= Duration::from_secs(3) && d3 <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_arm_error_reported_by_a_program_is_parsed_from_its_output() {
+        let parse =
+            |t: &str| ArmError::reported_by("azcmagent connect", t).map(|a| (a.status, a.code));
+        // The emulator's azcmagent (and this client's own wording).
+        assert_eq!(
+            parse("FATAL   Failed to create the machine resource in Azure: HTTP 429 TooManyRequests: slow down"),
+            Some((429, "TooManyRequests".into()))
+        );
+        assert_eq!(
+            parse("FATAL   AZCM0041: The credentials supplied are invalid: HTTP 401 ExpiredAuthenticationToken: expired"),
+            Some((401, "ExpiredAuthenticationToken".into()))
+        );
+        // The first status at a marker counts; a later "HTTP 429" inside the message is text.
+        assert_eq!(
+            parse("FATAL   HTTP 400 InvalidParameter: tag 'HTTP 429 TooManyRequests' is invalid"),
+            Some((400, "InvalidParameter".into()))
+        );
+        // Go autorest.
+        assert_eq!(
+            parse("hybridcompute.MachinesClient#CreateOrUpdate: Failure responding to request: StatusCode=503 -- Original Error: autorest/azure: Service returned an error. Status=503 Code=\"ServiceUnavailable\" Message=\"busy\""),
+            Some((503, "ServiceUnavailable".into()))
+        );
+        // Go azcore.
+        assert_eq!(
+            parse("PUT https://management.azure.com/x\n-----\nRESPONSE 429: 429 Too Many Requests\nERROR CODE: TooManyRequests\n-----"),
+            Some((429, "TooManyRequests".into()))
+        );
+        // Numbers that are not at a status marker are not statuses.
+        assert_eq!(
+            parse("FATAL   error 429: rate limited, retry in 503 ms"),
+            None
+        );
+        assert_eq!(parse("FATAL   HTTP 4290 nonsense"), None);
+        assert_eq!(parse("FATAL   XHTTP 429 TooManyRequests: x"), None);
     }
 
     #[test]

@@ -464,61 +464,118 @@ impl TokenCredential for DeviceCodeCredential {
 /// Flow: GET the token URL with `Metadata: true`; HIMDS answers 401 with `WWW-Authenticate: Basic
 /// realm=<key file>`; read that file (root or the `himds` group can) and repeat with
 /// `Authorization: Basic <contents>`.
+///
+/// Whoever binds the HIMDS port first (any local process, when himdsd is down) chooses the realm, and the
+/// agent runs as root: so the named file is read only when it is a regular `*.key` file of at most
+/// [`HIMDS_KEY_MAX_BYTES`] directly inside the key directory (the Azure SDKs' rule), whatever the
+/// endpoint (`IDENTITY_ENDPOINT` included).
 pub struct HimdsCredential {
     http: reqwest::Client,
     endpoint: reqwest::Url,
-    /// Only key files under this directory are read (the real HIMDS's, unless the endpoint was overridden).
-    key_dir: Option<PathBuf>,
+    /// Key files are read only when they sit directly in this directory.
+    key_dir: PathBuf,
+}
+
+/// The largest key file HIMDS writes is far smaller; the Azure SDKs refuse anything above this.
+pub const HIMDS_KEY_MAX_BYTES: u64 = 4096;
+
+/// Debug builds only: the directory HIMDS key files must be in, instead of [`HIMDS_KEY_DIR`]. The
+/// integration tests and the emulator demo run the debug binary against an emulated HIMDS whose key files
+/// live in a temp directory (`flexnode-emulator --himds-key-dir`). Release builds ignore it (the code that
+/// reads it is not compiled in), so no environment can widen what a production agent reads and sends.
+pub const TEST_KEY_DIR_ENV: &str = "AKS_FLEX_NODE_TEST_HIMDS_KEY_DIR";
+
+/// The directory HIMDS key files must be directly inside: [`HIMDS_KEY_DIR`] (in debug builds
+/// [`TEST_KEY_DIR_ENV`] can replace it).
+pub fn himds_key_dir() -> PathBuf {
+    #[cfg(debug_assertions)]
+    if let Some(d) = std::env::var_os(TEST_KEY_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    PathBuf::from(HIMDS_KEY_DIR)
 }
 
 impl HimdsCredential {
     /// `identity_endpoint`: `IDENTITY_ENDPOINT` when set (full token URL), else the default HIMDS URL.
     pub fn new(http: reqwest::Client, identity_endpoint: Option<&str>) -> Result<Self> {
-        let (url, key_dir) = match identity_endpoint {
-            Some(u) => (u, None),
-            None => (
-                crate::azure::cloud::HIMDS_DEFAULT_ENDPOINT,
-                Some(PathBuf::from(HIMDS_KEY_DIR)),
-            ),
-        };
+        let url = identity_endpoint.unwrap_or(crate::azure::cloud::HIMDS_DEFAULT_ENDPOINT);
         let endpoint = http::checked_url("IDENTITY_ENDPOINT", url)?;
         Ok(HimdsCredential {
             http,
             endpoint,
-            key_dir,
+            key_dir: himds_key_dir(),
         })
     }
 
+    /// Accept key files from `dir` instead (in-process tests against an emulated HIMDS). Code must ask for
+    /// it explicitly; the agent itself never does.
+    pub fn with_key_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.key_dir = dir.into();
+        self
+    }
+
+    /// Check the challenge's key file and read it. Every rule is checked before the file is opened, and
+    /// the open itself refuses a symlink swapped in after the check.
     fn read_key(&self, realm: &str) -> Result<String> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+
         let who = self.describe();
+        let dir = self.key_dir.display();
+        let refuse = |why: String| {
+            AzureError::auth(
+                &who,
+                format!(
+                    "HIMDS pointed at the key file {realm:?}, which {why}; refusing to read it \
+                     (a HIMDS key file is a regular *.key file of at most {HIMDS_KEY_MAX_BYTES} bytes directly in {dir})"
+                ),
+            )
+        };
         let path = Path::new(realm);
         if !path.is_absolute() {
-            return Err(AzureError::auth(
-                &who,
-                format!("HIMDS pointed at a relative key file {realm:?}"),
-            ));
+            return Err(refuse("is a relative path".into()));
         }
-        if let Some(dir) = &self.key_dir {
-            // A local impostor on the HIMDS port must not make us read and send an arbitrary file.
-            if !path.starts_with(dir) || path.extension().and_then(|e| e.to_str()) != Some("key") {
-                return Err(AzureError::auth(
-                    &who,
-                    format!("HIMDS pointed at {realm:?}, which is not a key file under {}; refusing to read it", dir.display()),
-                ));
+        // Path::components would quietly drop "." segments: look at the text.
+        if realm.split('/').any(|c| c == ".." || c == ".") {
+            return Err(refuse("contains a \"..\" or \".\" component".into()));
+        }
+        if path.parent() != Some(self.key_dir.as_path()) {
+            return Err(refuse(format!("is not directly inside {dir}")));
+        }
+        if path.extension().and_then(|e| e.to_str()) != Some("key") {
+            return Err(refuse("does not end in .key".into()));
+        }
+        let unreadable = |e: std::io::Error| {
+            AzureError::auth(&who, format!("cannot read the HIMDS key file {realm}: {e} (the agent must run as root or in the himds group)"))
+        };
+        let check = |meta: &std::fs::Metadata| {
+            if meta.file_type().is_symlink() {
+                Err(refuse("is a symbolic link".into()))
+            } else if !meta.is_file() {
+                Err(refuse("is not a regular file".into()))
+            } else if meta.len() > HIMDS_KEY_MAX_BYTES {
+                Err(refuse(format!(
+                    "is {} bytes, larger than {HIMDS_KEY_MAX_BYTES}",
+                    meta.len()
+                )))
+            } else {
+                Ok(())
             }
-        }
-        let meta = std::fs::metadata(path).map_err(|e| {
-            AzureError::auth(&who, format!("cannot read the HIMDS key file {realm}: {e} (the agent must run as root or in the himds group)"))
-        })?;
-        if !meta.is_file() || meta.len() > 4096 {
-            return Err(AzureError::auth(
-                &who,
-                format!("{realm} is not a HIMDS key file"),
-            ));
-        }
-        let key = std::fs::read_to_string(path).map_err(|e| {
-            AzureError::auth(&who, format!("cannot read the HIMDS key file {realm}: {e} (the agent must run as root or in the himds group)"))
-        })?;
+        };
+        check(&std::fs::symlink_metadata(path).map_err(unreadable)?)?;
+        // O_NOFOLLOW: a symlink swapped in after the check fails the open; O_NONBLOCK: so does a FIFO
+        // (instead of hanging the agent), through the re-check below.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(unreadable)?;
+        // The file that was opened, in case it was replaced between the check and the open.
+        check(&f.metadata().map_err(unreadable)?)?;
+        let mut key = String::new();
+        f.take(HIMDS_KEY_MAX_BYTES)
+            .read_to_string(&mut key)
+            .map_err(unreadable)?;
         Ok(key.trim().to_string())
     }
 }
@@ -839,5 +896,103 @@ mod tests {
         assert!(e.contains("refusing"), "{e}");
         let e = c.read_key("relative.key").unwrap_err().to_string();
         assert!(e.contains("relative"), "{e}");
+    }
+
+    /// A key directory with a valid key file, and a root-only secret outside it.
+    struct KeyDir {
+        _tmp: tempfile::TempDir,
+        keys: PathBuf,
+        secret: PathBuf,
+    }
+
+    fn key_dir() -> KeyDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let keys = tmp.path().join("tokens");
+        std::fs::create_dir_all(keys.join("sub")).unwrap();
+        std::fs::write(keys.join("good.key"), "k3y\n").unwrap();
+        std::fs::write(keys.join("sub/nested.key"), "NESTED-CONTENT").unwrap();
+        std::fs::write(keys.join("wrong.txt"), "txt").unwrap();
+        std::fs::write(keys.join("big.key"), "x".repeat(4097)).unwrap();
+        let secret = tmp.path().join("private.key");
+        std::fs::write(&secret, "TOP-SECRET").unwrap();
+        std::os::unix::fs::symlink(&secret, keys.join("link.key")).unwrap();
+        KeyDir {
+            _tmp: tmp,
+            keys,
+            secret,
+        }
+    }
+
+    fn himds_in(dir: &Path, endpoint: Option<&str>) -> HimdsCredential {
+        HimdsCredential::new(reqwest::Client::new(), endpoint)
+            .unwrap()
+            .with_key_dir(dir)
+    }
+
+    #[test]
+    fn himds_key_file_must_be_a_small_regular_key_file_directly_in_the_key_dir() {
+        let d = key_dir();
+        let k = |n: &str| d.keys.join(n).to_string_lossy().into_owned();
+        // With IDENTITY_ENDPOINT set as well as without: the endpoint does not relax the rule.
+        for endpoint in [
+            None,
+            Some("http://127.0.0.1:40342/metadata/identity/oauth2/token"),
+        ] {
+            let c = himds_in(&d.keys, endpoint);
+            assert_eq!(c.read_key(&k("good.key")).unwrap(), "k3y");
+            let cases = [
+                // Traversal out of the key directory to a file that exists and ends in .key.
+                (
+                    format!("{}/../private.key", d.keys.display()),
+                    "contains a \"..\" or \".\" component",
+                ),
+                (
+                    format!("{}/./good.key", d.keys.display()),
+                    "contains a \"..\" or \".\" component",
+                ),
+                (k("link.key"), "is a symbolic link"),
+                (k("wrong.txt"), "does not end in .key"),
+                (k("big.key"), "is 4097 bytes, larger than 4096"),
+                (k("sub/nested.key"), "is not directly inside"),
+                (
+                    d.secret.to_string_lossy().into_owned(),
+                    "is not directly inside",
+                ),
+                (k("sub"), "does not end in .key"),
+            ];
+            for (realm, rule) in cases {
+                let e = c.read_key(&realm).unwrap_err().to_string();
+                assert!(
+                    e.contains(&format!("{realm:?}"))
+                        && e.contains(rule)
+                        && e.contains("refusing to read it"),
+                    "{realm}: {e}"
+                );
+                assert!(
+                    !e.contains("TOP-SECRET") && !e.contains("NESTED-CONTENT"),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn himds_traversal_from_the_real_key_dir_is_refused_with_identity_endpoint_set() {
+        // Before: IDENTITY_ENDPOINT switched the check off, and starts_with let this pass without it.
+        let c = HimdsCredential::new(
+            reqwest::Client::new(),
+            Some("http://127.0.0.1:40342/metadata/identity/oauth2/token"),
+        )
+        .unwrap();
+        for realm in [
+            "/var/opt/azcmagent/tokens/../../../etc/ssl/private/x.key",
+            "/etc/ssl/private/x.key",
+        ] {
+            let e = c.read_key(realm).unwrap_err().to_string();
+            assert!(
+                e.contains("refusing to read it") && e.contains(realm),
+                "{e}"
+            );
+        }
     }
 }

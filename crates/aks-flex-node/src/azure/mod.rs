@@ -59,6 +59,13 @@ pub enum AzureError {
     /// An ARM error response, mapped to an actionable message.
     #[error("{0}")]
     Arm(#[from] arm::ArmError),
+    /// A program that calls ARM itself (`azcmagent`) failed. `arm` is the ARM error its output reported,
+    /// when it names one ([`arm::ArmError::reported_by`]): decisions use that, never words in `message`.
+    #[error("{message}")]
+    Program {
+        message: String,
+        arm: Option<Box<arm::ArmError>>,
+    },
     /// Network-level failure after retries.
     #[error("{what}: {message}")]
     Transport { what: String, message: String },
@@ -78,12 +85,23 @@ impl AzureError {
         }
     }
 
-    /// The ARM error code, when this is an ARM error.
-    pub fn arm_code(&self) -> Option<&str> {
+    /// The ARM error: an ARM response, or one a program reported.
+    pub fn arm_error(&self) -> Option<&arm::ArmError> {
         match self {
-            AzureError::Arm(e) => Some(e.code.as_str()),
+            AzureError::Arm(e) => Some(e),
+            AzureError::Program { arm, .. } => arm.as_deref(),
             _ => None,
         }
+    }
+
+    /// The ARM error code, when this is an ARM error.
+    pub fn arm_code(&self) -> Option<&str> {
+        self.arm_error().map(|e| e.code.as_str())
+    }
+
+    /// The HTTP status of the ARM error, when this is one.
+    pub fn arm_status(&self) -> Option<u16> {
+        self.arm_error().map(|e| e.status)
     }
 }
 

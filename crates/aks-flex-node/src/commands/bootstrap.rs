@@ -15,8 +15,14 @@ const HEAL_INTERVAL: Duration = Duration::from_secs(120);
 /// How often the daemon re-verifies the Azure side (Arc machine, roles, cluster endpoint). Host checks are
 /// local and cheap; Azure checks cost ARM reads, which are throttled per principal across a whole fleet.
 const IDENTITY_INTERVAL: Duration = Duration::from_secs(3600);
-/// After a failed Azure re-check, try again sooner than the full interval.
+/// After a failed Azure re-check, try again sooner than the full interval (never later than it).
 const IDENTITY_RETRY: Duration = Duration::from_secs(600);
+
+/// When the next Azure re-check is due after one that ended at `now`: the configured interval `every`
+/// after a converged pass, [`IDENTITY_RETRY`] (capped at `every`) after a failed one.
+fn next_azure_check(now: tokio::time::Instant, ok: bool, every: Duration) -> tokio::time::Instant {
+    now + if ok { every } else { IDENTITY_RETRY.min(every) }
+}
 
 /// An interval from the environment (whole seconds, at least 1), or the default. A bad value is a usage
 /// error rather than a silent default, so a typo in a unit file is noticed.
@@ -32,7 +38,7 @@ fn interval(var: &str, default: Duration) -> Result<Duration, CliError> {
     }
 }
 
-fn context(cfg: Arc<Config>, host: Arc<Host>) -> Result<Context, CliError> {
+pub(super) fn context(cfg: Arc<Config>, host: Arc<Host>) -> Result<Context, CliError> {
     Context::new(cfg, host).map_err(CliError::failed)
 }
 
@@ -112,53 +118,6 @@ pub async fn bootstrap(
     Ok(())
 }
 
-/// The agent's own unit (packaging/aks-flex-node-agent.service).
-const AGENT_UNIT: &str = "aks-flex-node-agent.service";
-
-pub async fn unbootstrap(cfg: Arc<Config>, host: Arc<Host>) -> CmdResult {
-    // A running agent would re-bootstrap what we remove: stop it first (the original's uninstaller raced it).
-    let agent = host
-        .unit_state(AGENT_UNIT)
-        .await
-        .map_err(CliError::failed)?;
-    if agent.active || agent.enabled {
-        tracing::info!("stopping and disabling {AGENT_UNIT} so it does not re-bootstrap the node");
-        if agent.active {
-            host.service(crate::host::ServiceOp::Stop, AGENT_UNIT)
-                .await
-                .map_err(CliError::failed)?;
-        }
-        if agent.enabled {
-            host.service(crate::host::ServiceOp::Disable, AGENT_UNIT)
-                .await
-                .map_err(CliError::failed)?;
-        }
-    }
-    let ctx = context(cfg, host)?;
-    let report = steps::unbootstrap(&ctx, &steps::all_steps()).await;
-    if let Some(msg) = &report.nothing_to_do {
-        println!("{msg}");
-    }
-    for s in &report.undone {
-        println!("{s:<24} removed");
-    }
-    for k in &report.kept {
-        println!("kept {k}");
-    }
-    if report.failures.is_empty() {
-        tracing::info!("unbootstrap completed");
-        Ok(())
-    } else {
-        for f in &report.failures {
-            eprintln!("could not undo: {f}");
-        }
-        Err(CliError::failed(anyhow::anyhow!(
-            "unbootstrap left {} item(s) behind (listed above); fix the cause and run it again",
-            report.failures.len()
-        )))
-    }
-}
-
 /// Bootstrap, then stay up and re-converge so drift is repaired: the host every two minutes (local checks
 /// only), the Azure side every hour. A healthy node is left alone: a converged plan writes and restarts
 /// nothing. SIGTERM/SIGINT end it cleanly (exit 0).
@@ -205,12 +164,7 @@ pub async fn agent(
         heal(&ctx, &steps, &host_only, "host").await;
         if !skip.contains(&Phase::Identity) && tokio::time::Instant::now() >= next_identity {
             let ok = heal(&ctx, &steps, &identity_only, "Azure").await;
-            next_identity = tokio::time::Instant::now()
-                + if ok {
-                    IDENTITY_INTERVAL
-                } else {
-                    IDENTITY_RETRY
-                };
+            next_identity = next_azure_check(tokio::time::Instant::now(), ok, azure_every);
         }
     }
 }
@@ -267,5 +221,27 @@ impl Shutdown {
             _ = one(&mut self.term) => {}
             _ = one(&mut self.int) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_azure_recheck_uses_the_configured_interval() {
+        let now = tokio::time::Instant::now();
+        // Configured shorter than the default hour: used after every converged pass, not only the first.
+        let every = Duration::from_secs(300);
+        assert_eq!(next_azure_check(now, true, every), now + every);
+        // A failed pass retries sooner, but never later than the configured interval.
+        assert_eq!(next_azure_check(now, false, every), now + every);
+        let every = Duration::from_secs(7200);
+        assert_eq!(next_azure_check(now, true, every), now + every);
+        assert_eq!(next_azure_check(now, false, every), now + IDENTITY_RETRY);
+        assert_eq!(
+            next_azure_check(now, true, IDENTITY_INTERVAL),
+            now + IDENTITY_INTERVAL
+        );
     }
 }

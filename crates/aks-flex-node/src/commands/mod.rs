@@ -5,6 +5,7 @@ mod artifacts;
 mod bootstrap;
 mod config_cmd;
 mod token;
+mod unbootstrap;
 mod version;
 
 use std::collections::BTreeSet;
@@ -102,7 +103,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
     );
     let changes_the_machine = matches!(
         cli.command,
-        Command::Agent { .. } | Command::Bootstrap { .. } | Command::Unbootstrap
+        Command::Agent { .. } | Command::Bootstrap { .. } | Command::Unbootstrap { .. }
     );
     if changes_the_machine && !host.is_sandbox() && !crate::host::fs::is_root_user() {
         return Err(CliError::usage(anyhow::anyhow!(
@@ -137,7 +138,10 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Command::Bootstrap { skip_phase, only } => {
             bootstrap::bootstrap(cfg, host, skip(skip_phase), select(&only)?).await
         }
-        Command::Unbootstrap => bootstrap::unbootstrap(cfg, host).await,
+        Command::Unbootstrap {
+            verify,
+            delete_node,
+        } => unbootstrap::unbootstrap(cfg, host, verify, delete_node).await,
         Command::Agent { skip_phase, only } => {
             bootstrap::agent(cfg, host, skip(skip_phase), select(&only)?).await
         }
@@ -177,7 +181,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Token => "token",
         Command::Agent { .. } => "agent",
         Command::Bootstrap { .. } => "bootstrap",
-        Command::Unbootstrap => "unbootstrap",
+        Command::Unbootstrap { .. } => "unbootstrap",
         _ => "command",
     }
 }

@@ -52,6 +52,8 @@ pub struct UnitState {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UnitStatus {
+    /// `loaded`, `not-found`, `masked`, ...
+    pub load_state: String,
     /// `active`, `activating`, `deactivating`, `inactive`, `failed`, ...
     pub active_state: String,
     /// `running`, `auto-restart`, `exited`, `dead`, `start-pre`, ...
@@ -85,7 +87,8 @@ impl UnitStatus {
 }
 
 /// The properties [`Host::unit_status`] asks `systemctl show` for.
-pub const UNIT_STATUS_PROPERTIES: [&str; 6] = [
+pub const UNIT_STATUS_PROPERTIES: [&str; 7] = [
+    "LoadState",
     "ActiveState",
     "SubState",
     "MainPID",
@@ -104,6 +107,7 @@ pub fn parse_unit_status(text: &str) -> UnitStatus {
         };
         let v = v.trim();
         match k.trim() {
+            "LoadState" => st.load_state = v.to_string(),
             "ActiveState" => st.active_state = v.to_string(),
             "SubState" => st.sub_state = v.to_string(),
             "MainPID" => st.main_pid = v.parse().unwrap_or(0),
@@ -275,8 +279,15 @@ impl Host {
                 Ok(parse_unit_status(&out.stdout))
             }
             Mode::Sandbox(_) => self.with_record(|rec, _| {
-                let u = rec.units.get(unit).cloned().unwrap_or_default();
+                let known = rec.units.get(unit).cloned();
+                let u = known.clone().unwrap_or_default();
                 UnitStatus {
+                    load_state: if known.is_some() {
+                        "loaded"
+                    } else {
+                        "not-found"
+                    }
+                    .into(),
                     active_state: if u.active { "active" } else { "inactive" }.into(),
                     sub_state: if u.active { "running" } else { "dead" }.into(),
                     main_pid: if u.active {

@@ -56,6 +56,14 @@ pub enum Action {
         summary: String,
         detail: serde_json::Value,
     },
+    /// Wait until something outside the host's files is true (the node `Ready` on the API server). It
+    /// changes nothing, so the engine does not journal it: a converged node that only waited wrote nothing.
+    /// Applied by the step that planned it, like [`Action::Custom`].
+    Wait {
+        kind: String,
+        summary: String,
+        detail: serde_json::Value,
+    },
 }
 
 fn octal<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -124,7 +132,7 @@ impl Action {
             } => format!("{description}: {}", argv.join(" ")),
             Action::Service { op, unit } => format!("systemctl {} {unit}", op.verb()),
             Action::DaemonReload => "systemctl daemon-reload".into(),
-            Action::Custom { summary, .. } => summary.clone(),
+            Action::Custom { summary, .. } | Action::Wait { summary, .. } => summary.clone(),
         }
     }
 

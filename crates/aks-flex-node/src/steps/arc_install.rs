@@ -116,20 +116,25 @@ impl Session {
     }
 }
 
-/// Throttling or a transient server error reported by azcmagent.
-fn transient(msg: &str) -> bool {
-    let m = msg.to_ascii_lowercase();
-    [
-        "429",
-        "toomanyrequests",
-        "throttl",
-        "503",
-        "serviceunavailable",
-        "502",
-        "504",
-    ]
-    .iter()
-    .any(|k| m.contains(k))
+/// What to do after `azcmagent connect` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectRetry {
+    /// The token handed to azcmagent expired: once, with a fresh one.
+    FreshToken,
+    /// Throttled or a transient server error: again after a backoff, within the throttle budget.
+    Backoff,
+    /// Anything else: report it.
+    Fail,
+}
+
+/// Decided by the ARM error azcmagent reported (HTTP status and ARM error code), never by words in its
+/// output: a message that merely mentions "429" is not throttling.
+fn connect_retry(e: &AzureError, renewed: bool) -> ConnectRetry {
+    match e.arm_error() {
+        Some(a) if a.is_expired_token() && !renewed => ConnectRetry::FreshToken,
+        Some(a) if a.is_transient() => ConnectRetry::Backoff,
+        _ => ConnectRetry::Fail,
+    }
 }
 
 /// What the planned Azure writes need from the identity running bootstrap.
@@ -370,9 +375,7 @@ impl Step for ArcInstall {
                         .map_err(az)?;
                     match s.agent(ctx).connect(&args, &token.token).await {
                         Ok(()) => break,
-                        Err(e)
-                            if !renewed && e.to_string().contains("ExpiredAuthenticationToken") =>
-                        {
+                        Err(e) if connect_retry(&e, renewed) == ConnectRetry::FreshToken => {
                             renewed = true;
                             tracing::info!(
                                 "the token handed to azcmagent expired; retrying with a fresh one"
@@ -384,8 +387,8 @@ impl Step for ArcInstall {
                                 .await;
                         }
                         Err(e)
-                            if started.elapsed() < st.timing.retry.throttle_budget
-                                && transient(&e.to_string()) =>
+                            if connect_retry(&e, renewed) == ConnectRetry::Backoff
+                                && started.elapsed() < st.timing.retry.throttle_budget =>
                         {
                             let d = st
                                 .timing
@@ -556,5 +559,82 @@ impl ArcInstall {
             })?;
         *self.principal.lock().await = Some(p.clone());
         Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::arm::ArmError;
+
+    fn from_azcmagent(status: u16, code: &str, message: &str) -> AzureError {
+        AzureError::Program {
+            message: format!(
+                "`azcmagent connect` failed (exit 1): FATAL   HTTP {status} {code}: {message}"
+            ),
+            arm: Some(Box::new(ArmError {
+                status,
+                code: code.into(),
+                message: message.into(),
+                method: "azcmagent connect".into(),
+                path: String::new(),
+            })),
+        }
+    }
+
+    #[test]
+    fn connect_retries_are_decided_by_status_and_code_not_by_message_words() {
+        use ConnectRetry::*;
+        // A 400 whose words mention 429, throttling, 502/503 and an expired token: not retried.
+        let e = from_azcmagent(
+            400,
+            "InvalidParameter",
+            "tag value '429 TooManyRequests 502 503 ServiceUnavailable ExpiredAuthenticationToken' is invalid",
+        );
+        assert!(e.to_string().contains("429"));
+        assert_eq!(connect_retry(&e, false), Fail);
+        // The same words in an error that carries no ARM error at all.
+        let e = AzureError::Other("`azcmagent connect` failed: 429 throttled 503".into());
+        assert_eq!(connect_retry(&e, false), Fail);
+        // Throttling and transient server errors by status, whatever the code says.
+        for (status, code) in [
+            (429, "TooManyRequests"),
+            (429, "SomethingElse"),
+            (503, "ServiceUnavailable"),
+            (502, "BadGateway"),
+            (504, "GatewayTimeout"),
+            (500, "InternalServerError"),
+        ] {
+            assert_eq!(
+                connect_retry(&from_azcmagent(status, code, "x"), false),
+                Backoff,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            connect_retry(&from_azcmagent(501, "NotImplemented", "x"), false),
+            Fail
+        );
+        assert_eq!(
+            connect_retry(&from_azcmagent(403, "AuthorizationFailed", "x"), false),
+            Fail
+        );
+        // An expired token: once with a fresh one, then it is an error.
+        let e = from_azcmagent(
+            401,
+            "ExpiredAuthenticationToken",
+            "The access token expiry UTC time is in the past",
+        );
+        assert_eq!(connect_retry(&e, false), FreshToken);
+        assert_eq!(connect_retry(&e, true), Fail);
+        // An ARM response error is judged the same way.
+        let e = AzureError::Arm(ArmError {
+            status: 429,
+            code: "TooManyRequests".into(),
+            message: String::new(),
+            method: "PUT".into(),
+            path: "/m".into(),
+        });
+        assert_eq!(connect_retry(&e, false), Backoff);
     }
 }

@@ -9,6 +9,7 @@ pub mod action;
 pub mod arc_install;
 pub mod cni;
 pub mod containerd;
+pub mod drain;
 pub mod journal;
 pub mod kube_binaries;
 pub mod kubelet;
@@ -547,7 +548,14 @@ async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<usize> {
         "applying changes"
     );
     let n = actions.len();
+    // A step that only waits (NodeReady on a converged node) writes nothing, not even the journal.
+    let journaled = actions.iter().any(|a| !matches!(a, Action::Wait { .. }));
     for action in &actions {
+        if let Action::Wait { .. } = action {
+            tracing::info!(step = step.name(), "{}", action.summary());
+            apply(ctx, step, action).await?;
+            continue;
+        }
         let seq = {
             let mut j = ctx.journal();
             j.begin(&ctx.host, step.name(), action.summary())?
@@ -561,7 +569,9 @@ async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<usize> {
             return Err(e);
         }
     }
-    ctx.journal().set_step(&ctx.host, step.name(), n, None)?;
+    if journaled {
+        ctx.journal().set_step(&ctx.host, step.name(), n, None)?;
+    }
     Ok(n)
 }
 
@@ -611,7 +621,9 @@ async fn apply(ctx: &Context, step: &dyn Step, action: &Action) -> StepResult<()
             host.service(*op, unit).await?;
         }
         Action::DaemonReload => host.daemon_reload().await?,
-        Action::Custom { kind, detail, .. } => step.apply_custom(ctx, kind, detail).await?,
+        Action::Custom { kind, detail, .. } | Action::Wait { kind, detail, .. } => {
+            step.apply_custom(ctx, kind, detail).await?
+        }
     }
     Ok(())
 }
@@ -892,6 +904,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn config() -> Arc<Config> {
         let env = |_: &str| None;
@@ -1145,5 +1159,70 @@ mod tests {
             "{report:?}"
         );
         assert_eq!(tree(root), before);
+    }
+
+    /// Writes one file once; then waits (as NodeReady does on a converged node) every run.
+    struct WriteThenWait {
+        waited: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Step for WriteThenWait {
+        fn name(&self) -> &'static str {
+            "WriteThenWait"
+        }
+        fn phase(&self) -> Phase {
+            Phase::Activation
+        }
+        async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
+            let mut v: Vec<Action> =
+                file_action(&ctx.host, Path::new("/etc/x.conf"), 0o644, "x\n", false)?
+                    .into_iter()
+                    .collect();
+            v.push(Action::Wait {
+                kind: "wait".into(),
+                summary: "wait for something outside".into(),
+                detail: serde_json::Value::Null,
+            });
+            Ok(v)
+        }
+        async fn apply_custom(
+            &self,
+            _ctx: &Context,
+            kind: &str,
+            _detail: &serde_json::Value,
+        ) -> StepResult<()> {
+            assert_eq!(kind, "wait");
+            self.waited.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_that_only_waits_writes_nothing_not_even_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(Host::new(dir.path()).unwrap());
+        let step = WriteThenWait {
+            waited: AtomicUsize::new(0),
+        };
+        let steps: Vec<Box<dyn Step>> = vec![Box::new(step)];
+        let ctx = Context::new(config(), host.clone()).unwrap();
+        let (_, r) = bootstrap(&ctx, &steps, &BTreeSet::new()).await;
+        r.unwrap();
+        let journal = dir.path().join("var/lib/aks-flex-node/journal.json");
+        let before = std::fs::metadata(&journal).unwrap();
+        let (reports, r) = bootstrap(&ctx, &steps, &BTreeSet::new()).await;
+        r.unwrap();
+        assert!(
+            matches!(reports[0].outcome, StepOutcome::Applied { actions: 1 }),
+            "the wait ran: {:?}",
+            reports[0].outcome
+        );
+        let after = std::fs::metadata(&journal).unwrap();
+        assert_eq!(
+            (before.ino(), before.mtime_nsec(), before.len()),
+            (after.ino(), after.mtime_nsec(), after.len()),
+            "the journal was rewritten by a run that only waited"
+        );
     }
 }

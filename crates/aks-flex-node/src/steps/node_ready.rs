@@ -211,7 +211,7 @@ impl Step for NodeReady {
             return Ok(Vec::new());
         }
         let node = &ctx.config.agent.node_name;
-        let wait = Action::Custom {
+        let wait = Action::Wait {
             kind: KIND.into(),
             summary: format!(
                 "wait up to {}s for node {node} to be Ready on the API server (as the kubelet)",

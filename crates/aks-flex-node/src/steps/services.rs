@@ -9,13 +9,18 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Action, Context, Phase, Step, StepError, StepResult};
+use super::drain;
+use super::{Action, Context, Phase, Step, StepError, StepResult, UndoOp};
 use crate::host::ServiceOp;
 use crate::render::{containerd as rc, kubelet as rk, npd as rn};
 
 pub struct ServicesEnabled;
 
 const NAME: &str = "ServicesEnabled";
+/// The custom action that records which runtime directories exist before the services first start.
+const CLAIM: &str = "claimRuntimeDirs";
+/// Its undo record: drain the node's workload, then remove the runtime directories the services created.
+const RUNTIME: &str = "runtimeState";
 /// How long a started service must stay `active (running)` with the same main PID to count as up.
 pub const SETTLE: Duration = Duration::from_secs(10);
 /// How long a started service may take to reach `active (running)`.
@@ -76,6 +81,16 @@ impl Step for ServicesEnabled {
         let mut actions = Vec::new();
         let mut consumed: BTreeSet<PathBuf> = BTreeSet::new();
         let mut watch: Vec<&str> = Vec::new();
+        let claimed = ctx.journal_snapshot().undo.iter().any(|e| {
+            e.step == NAME && matches!(&e.op, UndoOp::Custom { kind, .. } if kind == RUNTIME)
+        });
+        if !claimed {
+            actions.push(Action::Custom {
+                kind: CLAIM.into(),
+                summary: "record which runtime directories (/var/lib/containerd, /var/lib/kubelet, ...) exist before the services first start, so unbootstrap removes only what they create".into(),
+                detail: serde_json::json!({}),
+            });
+        }
         for u in unit_files() {
             if changed.contains(Path::new(u)) {
                 consumed.insert(u.into());
@@ -130,9 +145,14 @@ impl Step for ServicesEnabled {
     async fn apply_custom(
         &self,
         ctx: &Context,
-        _kind: &str,
+        kind: &str,
         detail: &serde_json::Value,
     ) -> StepResult<()> {
+        if kind == CLAIM {
+            let absent = drain::absent_runtime_dirs(&ctx.host)?;
+            ctx.record_undo(NAME, RUNTIME, serde_json::json!({ "absent": absent }))?;
+            return Ok(());
+        }
         let consumed: Vec<PathBuf> =
             serde_json::from_value(detail["consumed"].clone()).unwrap_or_default();
         let watch: Vec<String> =
@@ -156,6 +176,44 @@ impl Step for ServicesEnabled {
         // started (or restarted) again by the next run.
         ctx.consume_changed(&consumed)?;
         Ok(())
+    }
+
+    /// After the units were stopped (their undo records are newer, so they ran first): take the node's
+    /// workload down and remove the runtime directories that did not exist before.
+    async fn undo_custom(
+        &self,
+        ctx: &Context,
+        kind: &str,
+        data: &serde_json::Value,
+    ) -> StepResult<()> {
+        if kind != RUNTIME {
+            return Err(StepError::failed(format!("{NAME} cannot undo {kind}")));
+        }
+        let mut absent: Vec<PathBuf> =
+            serde_json::from_value(data["absent"].clone()).unwrap_or_default();
+        // Runtime directories an earlier step created (the kubelet's config lives in /var/lib/kubelet):
+        // the services filled them, so they go as a whole too; their own undo then finds nothing left.
+        for e in ctx.journal_snapshot().undo {
+            if let UndoOp::RemoveDir { path } = e.op {
+                if drain::RUNTIME_DIRS.iter().any(|d| Path::new(d) == path)
+                    && !absent.contains(&path)
+                {
+                    absent.push(path);
+                }
+            }
+        }
+        let mut failures = drain::drain(&ctx.host).await;
+        if failures.is_empty() {
+            failures.extend(drain::remove_runtime_dirs(&ctx.host, &absent));
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(StepError::failed(format!(
+                "taking the node's workload down: {}",
+                failures.join("; ")
+            )))
+        }
     }
 }
 

@@ -599,7 +599,7 @@ fn assert_webhook_kubeconfig(text: &str, server: &str) {
     for l in &lines {
         assert!(!l.contains('\t'), "no tabs in YAML: {l:?}");
         let indent = l.len() - l.trim_start().len();
-        assert!(indent % 2 == 0, "even indentation: {l:?}");
+        assert!(indent.is_multiple_of(2), "even indentation: {l:?}");
         assert!(
             l.trim_start().starts_with("- ") || l.contains(": ") || l.ends_with(':'),
             "{l:?}"
