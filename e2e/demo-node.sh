@@ -49,7 +49,8 @@ The node is up and Ready. Try:
   $K8S_BIN/kubectl --kubeconfig $E2E_WORK/pki/admin.kubeconfig get nodes -o wide
   $K8S_BIN/kubectl --kubeconfig $E2E_WORK/pki/admin.kubeconfig get pods -o wide
   nsenter -t \$(pgrep -P \$(cat $E2E_WORK/pids/node) systemd) -a systemctl status aks-flex-node-agent kubelet
-  nsenter -t \$(pgrep -P \$(cat $E2E_WORK/pids/node) systemd) -a aks-flex-node plan
+  nsenter -t \$(pgrep -P \$(cat $E2E_WORK/pids/node) systemd) -a env FLEXNODE_EMULATOR_URL=http://127.0.0.1:$HIMDS_PORT aks-flex-node plan
+(FLEXNODE_EMULATOR_URL is for the emulator's azcmagent stand-in only; a real Arc agent needs none.)
 Logs: $E2E_WORK/logs; Azure requests: $E2E_WORK/requests.jsonl
 Tear it all down: make demo-node-down
 TXT
