@@ -19,9 +19,11 @@ release: ## Optimised binaries in target/release
 test: deps ## Unit, golden, property and integration tests (the default suite, a few minutes)
 	$(CARGO) test --workspace --no-fail-fast
 
-lint: ## Formatting check and clippy with warnings as errors
+lint: ## Formatting check, clippy with warnings as errors, shellcheck of every script
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; } || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
+	shellcheck -x scripts/*.sh e2e/*.sh e2e/scenarios/*.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
