@@ -20,6 +20,8 @@ use crate::host::{Entry, Host, HostError, UnitState, STATE_DIR};
 pub const JOURNAL_PATH: &str = "/var/lib/aks-flex-node/journal.json";
 pub const BACKUP_DIR: &str = "/var/lib/aks-flex-node/backups";
 const JOURNAL_VERSION: u32 = 1;
+/// Log entries kept per step (the newest).
+pub const LOG_PER_STEP: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -330,7 +332,9 @@ impl Journal {
         })
     }
 
-    /// Append a pending log entry; returns its sequence number.
+    /// Append a pending log entry; returns its sequence number. The log keeps the newest
+    /// [`LOG_PER_STEP`] entries of each step, so its size is bounded by the number of steps, not by how
+    /// long the daemon has been repairing drift (undo records are kept once per object anyway).
     pub fn begin(&mut self, host: &Host, step: &str, summary: String) -> Result<u64, JournalError> {
         self.update(host, |j| {
             let seq = j.seq();
@@ -342,6 +346,18 @@ impl Journal {
                 at: chrono::Utc::now(),
                 error: None,
             });
+            let mine = j.log.iter().filter(|e| e.step == step).count();
+            if mine > LOG_PER_STEP {
+                let mut drop = mine - LOG_PER_STEP;
+                j.log.retain(|e| {
+                    if drop > 0 && e.step == step {
+                        drop -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
             seq
         })
     }
@@ -465,6 +481,50 @@ pub(crate) mod tests {
         fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
             Err(serde::ser::Error::custom("boom"))
         }
+    }
+
+    #[test]
+    fn the_log_is_bounded_per_step_however_long_the_daemon_repairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        let mut j = Journal::default();
+        ensure_state_dir(&host, &mut j).unwrap();
+        // A day of a heal pass every 2 minutes that repairs the same file, plus one other step.
+        for i in 0..720 {
+            let seq = j
+                .begin(&host, "ContainerdInstaller", format!("write config #{i}"))
+                .unwrap();
+            j.finish(&host, seq, None).unwrap();
+        }
+        let seq = j
+            .begin(&host, "KubeletInstaller", "write kubelet config".into())
+            .unwrap();
+        j.finish(&host, seq, None).unwrap();
+        let containerd: Vec<&LogEntry> = j
+            .log
+            .iter()
+            .filter(|e| e.step == "ContainerdInstaller")
+            .collect();
+        assert_eq!(containerd.len(), LOG_PER_STEP);
+        assert_eq!(
+            containerd.last().unwrap().summary,
+            "write config #719",
+            "the newest are kept"
+        );
+        assert_eq!(
+            j.log
+                .iter()
+                .filter(|e| e.step == "KubeletInstaller")
+                .count(),
+            1,
+            "other steps keep theirs"
+        );
+        let on_disk = host.fs.read(Path::new(JOURNAL_PATH)).unwrap().unwrap();
+        assert!(
+            on_disk.len() < 64 * 1024,
+            "journal is {} bytes",
+            on_disk.len()
+        );
     }
 
     #[test]
