@@ -373,10 +373,13 @@ e2e_node_create() {
   mkdir -p "$NODE_DIR"
   tar -C "$NODE_DIR" -xf "$ROOTFS_TAR"
   local r=$NODE_DIR sc=$E2E_WORK/scenario.json
-  install -m 0755 "$AGENT_BIN" "$r/usr/local/bin/aks-flex-node"
+  # E2E_NO_AGENT=1: leave the agent's binary and unit out (scripts/install.sh puts them there).
+  if [ "${E2E_NO_AGENT:-0}" != 1 ]; then
+    install -m 0755 "$AGENT_BIN" "$r/usr/local/bin/aks-flex-node"
+    install -m 0644 "$E2E_TOP/packaging/aks-flex-node-agent.service" "$r/etc/systemd/system/aks-flex-node-agent.service"
+  fi
   install -m 0755 "$EMU_BIN" "$r/usr/local/bin/flexnode-emulator"
   ln -sf /usr/local/bin/flexnode-emulator "$r/usr/bin/azcmagent"
-  install -m 0644 "$E2E_TOP/packaging/aks-flex-node-agent.service" "$r/etc/systemd/system/aks-flex-node-agent.service"
   mkdir -p "$r/etc/systemd/system/aks-flex-node-agent.service.d"
   cat >"$r/etc/systemd/system/aks-flex-node-agent.service.d/e2e.conf" <<EOF
 # e2e only: the azcmagent stand-in finds the emulator here; a bounded wait for Ready.
