@@ -81,7 +81,10 @@ Documentation=https://github.com/aks-flex-node/aks-flex-node
 # Azure (ARM, Entra ID) and the API server are reached over the network: pull in network-online.target and
 # start after it. himdsd.service is the Arc agent's identity endpoint (HIMDS), which the kubelet's token and
 # the identity step need; After= on a unit that is not installed is a no-op, so this is safe without Arc.
-After=network-online.target himdsd.service
+# containerd and the kubelet (ordering only, no dependency): at boot the agent looks at them after systemd
+# has started them, so it never takes a containerd that is still starting for one that is down and
+# "repairs" it (seen on the real node after a reboot).
+After=network-online.target himdsd.service containerd.service kubelet.service
 Wants=network-online.target
 # No start-rate limit. A failed bootstrap exits 1 and is retried every RestartSec (30 s), so an Azure outage
 # at boot would otherwise use up a StartLimitBurst within minutes and leave the unit failed for good, even
