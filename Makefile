@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps build release test lint fmt demo demo-node demo-node-down bench e2e clean
+.PHONY: help deps build release dist deb test lint fmt demo demo-node demo-node-down bench e2e clean
 
 help: ## List the targets
 	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / { printf "  %-15s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -15,6 +15,24 @@ build: ## Debug build of the agent and the emulator
 
 release: ## Optimised binaries in target/release
 	$(CARGO) build --workspace --release
+
+# Release artifacts. DIST_TARGET=aarch64-unknown-linux-gnu builds arm64 (needs `rustup target add
+# aarch64-unknown-linux-gnu` and Debian's gcc-aarch64-linux-gnu); DIST_TARGET=x86_64-unknown-linux-musl a
+# static amd64 binary (needs the musl target and Debian's musl-tools).
+DIST_TARGET ?=
+DIST_CARGO_ENV := $(if $(filter aarch64-unknown-linux-gnu,$(DIST_TARGET)),CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc)
+
+dist: ## Release tarball dist/aks-flex-node-<version>-linux-<arch>.tar.gz, dist/SHA256SUMS, dist/VERSION
+	$(DIST_CARGO_ENV) $(CARGO) build --release --locked -p aks-flex-node $(if $(DIST_TARGET),--target $(DIST_TARGET))
+	bash packaging/dist.sh $(DIST_TARGET)
+
+deb: ## Debian package dist/aks-flex-node_<version>-1_<arch>.deb (cargo-deb, installed if missing), checked with lintian
+	$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+	$(CARGO) build --release --locked -p aks-flex-node
+	mkdir -p dist
+	$(CARGO) deb -p aks-flex-node --no-build --no-strip --output dist/
+	@if command -v lintian >/dev/null; then lintian --fail-on error,warning dist/aks-flex-node_*.deb; \
+	else echo "lintian not installed (apt-get install lintian): package not checked"; fi
 
 test: deps ## Unit, golden, property and integration tests (the default suite, a few minutes)
 	$(CARGO) test --workspace --no-fail-fast
@@ -46,4 +64,4 @@ demo-node-down: ## Tear down what demo-node left up and restore the host
 
 clean: ## Remove build output and demo state
 	$(CARGO) clean
-	rm -rf .demo
+	rm -rf .demo dist
