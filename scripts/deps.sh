@@ -2,9 +2,10 @@
 # Installs the Debian packages the real-component tests and the demo use, when they are missing:
 # containerd, runc and the CNI plugins (real binaries the tests start and the demo bundles), iproute2
 # (network namespaces), iptables (the bridge plugin's masquerading), curl (benchmark floor, demo).
+# shellcheck (the scripts are checked by make lint and the install-script tests).
 # As root it installs them; otherwise it says what is missing and leaves it to you.
 set -euo pipefail
-pkgs=(containerd runc containernetworking-plugins iproute2 iptables curl)
+pkgs=(containerd runc containernetworking-plugins iproute2 iptables curl shellcheck)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0
