@@ -40,7 +40,7 @@ e2e_cannot_run() {
 # Debian packages the suite needs (installed when missing; we are root here).
 e2e_deps() {
   local pkgs=(systemd-container debootstrap etcd-server golang-go dpkg-dev rsync jq openssl iptables iproute2
-              containerd runc containernetworking-plugins python3 curl)
+              containerd runc containernetworking-plugins python3 curl lintian)
   local missing=() p
   for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -575,13 +575,15 @@ YAML
 
 # Every path on the node's disk with type, mode, owner and (files) SHA-256, except what the OS itself
 # changes at run time and the agent's own log (kept by unbootstrap on purpose).
+# E2E_MANIFEST_SKIP: more paths to leave out (space-separated), e.g. dpkg's own database.
 e2e_node_manifest() {
-  node_sh sh -c 'find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp \
-      -o -path /var/tmp -o -path /var/log/journal -o -path /var/lib/systemd -o -path /var/log/aks-flex-node \
-      -o -path /var/cache/ldconfig -o -path /etc/machine-id \) -prune -o -printf "%p %y %m %U %G %l\n" | sort
-    find / -xdev \( -path /proc -o -path /sys -o -path /dev -o -path /run -o -path /tmp -o -path /var/tmp \
-      -o -path /var/log/journal -o -path /var/lib/systemd -o -path /var/log/aks-flex-node \
-      -o -path /var/cache/ldconfig -o -path /etc/machine-id \) -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum'
+  local skip="/proc /sys /dev /run /tmp /var/tmp /var/log/journal /var/lib/systemd /var/log/aks-flex-node /var/cache/ldconfig /etc/machine-id ${E2E_MANIFEST_SKIP:-}"
+  # shellcheck disable=SC2016 # expanded by the node's shell
+  node_sh sh -c 'prune=""; for p in $0; do prune="$prune -path $p -o"; done; prune="${prune% -o}"
+    # shellcheck disable=SC2086
+    find / -xdev \( $prune \) -prune -o -printf "%p %y %m %U %G %l\n" | sort
+    # shellcheck disable=SC2086
+    find / -xdev \( $prune \) -prune -o -type f -print0 | sort -z | xargs -0 -r sha256sum' "$skip"
 }
 
 # The emulator's Azure state: "<arc machines> <role assignments>".
@@ -590,4 +592,13 @@ e2e_azure_counts() {
 import json, sys
 s = json.load(sys.stdin)
 print(len(s.get("machines", [])), len(s.get("role_assignments", [])))'
+}
+
+# The live values of the sysctls the agent sets (its /etc/sysctl.d file's keys).
+e2e_agent_sysctls() {
+  local k
+  for k in net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.ip_forward \
+           vm.overcommit_memory kernel.panic kernel.panic_on_oops vm.swappiness; do
+    printf '%s=%s\n' "$k" "$(sysctl -n "$k" 2>/dev/null)"
+  done
 }

@@ -11,8 +11,10 @@ scenario_40_unbootstrap_leaves_the_machine_as_it_was() {
   kadm delete node "$NODE_NAME" --ignore-not-found >/dev/null
   e2e_node_create
   e2e_node_boot
-  local before
+  local before sysctls_before
   before=$(e2e_node_manifest)
+  # The node shares the host's kernel: the agent's sysctls must come back to these values.
+  sysctls_before=$(e2e_agent_sysctls)
   # Same bootstrap as an operator's, on this node (e2e_bootstrap_node would make a new one).
   node_sh systemctl enable --now aks-flex-node-agent
   e2e_wait 300 "the node Ready" e2e_node_ready || return 1
@@ -34,6 +36,9 @@ scenario_40_unbootstrap_leaves_the_machine_as_it_was() {
     diff <(echo "$before") <(echo "$after") | head -n 40 >&2
     fail "the node's disk differs from before bootstrap"; return 1
   fi
+  local sysctls_after
+  sysctls_after=$(e2e_agent_sysctls)
+  [ "$sysctls_after" = "$sysctls_before" ] || { diff <(echo "$sysctls_before") <(echo "$sysctls_after") >&2; fail "sysctls the agent set were not restored"; return 1; }
   local procs
   procs=$(node_sh sh -c 'ps -eo comm= | grep -E "^(kubelet|containerd|containerd-shim|pause)" || true')
   [ -z "$procs" ] || { fail "runtime processes left: $procs"; return 1; }
