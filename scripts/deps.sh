@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the real-component tests and the demo use, when they are missing:
 # containerd, runc and the CNI plugins (real binaries the tests start and the demo bundles), iproute2
-# (network namespaces), iptables (the bridge plugin's masquerading), curl (benchmark floor, demo).
-# shellcheck (the scripts are checked by make lint and the install-script tests).
+# (network namespaces), iptables (the bridge plugin's masquerading), curl (benchmark floor, demo), and
+# the script checker that make lint and the install-script tests run.
 # As root it installs them; otherwise it says what is missing and leaves it to you.
 set -euo pipefail
 pkgs=(containerd runc containernetworking-plugins iproute2 iptables curl shellcheck)
