@@ -104,24 +104,16 @@ pub async fn unbootstrap(
 
 /// Stop and disable the agent's unit in whatever state it is (active, activating, waiting to restart,
 /// failed): `systemctl stop` also cancels a pending automatic restart, which an `is-active` check would
-/// miss (the unit is `activating`, not `active`, while it waits). A runtime mask keeps anything from
-/// starting it while unbootstrap runs. Returns whether it was masked (unmask afterwards).
+/// miss (the unit is `activating`, not `active`, while it waits). Then a runtime mask keeps anything from
+/// starting it while unbootstrap runs. The mask comes last: `disable` of a masked unit leaves its
+/// `.wants/` link behind (seen with the Debian package's unit in /lib/systemd/system). Returns whether it
+/// was masked (unmask afterwards).
 async fn stop_agent(host: &Host) -> Result<bool, HostError> {
     let status = host.unit_status(AGENT_UNIT).await?;
     let state = host.unit_state(AGENT_UNIT).await?;
     if status.load_state == "not-found" && !state.enabled {
         return Ok(false); // not installed as a service
     }
-    let mask = CommandSpec::new("systemctl")
-        .args(["mask", "--runtime", AGENT_UNIT])
-        .mutates_host();
-    let masked = match host.run_checked(&mask).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::warn!("could not mask {AGENT_UNIT} for the duration ({e}); stopping and disabling it is still done");
-            false
-        }
-    };
     if status.active_state != "inactive" {
         tracing::info!(
             "stopping {AGENT_UNIT} ({}) so it cannot re-bootstrap the node",
@@ -132,6 +124,18 @@ async fn stop_agent(host: &Host) -> Result<bool, HostError> {
     if state.enabled {
         host.service(ServiceOp::Disable, AGENT_UNIT).await?;
     }
+    let mask = CommandSpec::new("systemctl")
+        .args(["mask", "--runtime", AGENT_UNIT])
+        .mutates_host();
+    let masked = match host.run_checked(&mask).await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(
+                "could not mask {AGENT_UNIT} for the duration ({e}); it is stopped and disabled"
+            );
+            false
+        }
+    };
     Ok(masked)
 }
 
@@ -211,6 +215,14 @@ async fn leftovers(host: &Host, expected_gone: &[PathBuf], kept: &[String]) -> V
         }
         if matches!(host.fs.entry(p), Ok(Some(_))) {
             left.push(format!("{shown} (created by bootstrap)"));
+        }
+    }
+    if let Ok(st) = host.unit_state(AGENT_UNIT).await {
+        if st.enabled || st.active {
+            left.push(format!(
+                "{AGENT_UNIT} is still {}",
+                if st.active { "active" } else { "enabled" }
+            ));
         }
     }
     for unit in ["kubelet", "containerd", "node-problem-detector"] {
