@@ -28,7 +28,8 @@ dist: ## Release tarball dist/aks-flex-node-<version>-linux-<arch>.tar.gz, dist/
 
 deb: ## Debian package dist/aks-flex-node_<version>-1_<arch>.deb (cargo-deb, installed if missing), checked with lintian
 	$(CARGO) deb --version >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
-	$(CARGO) build --release --locked -p aks-flex-node
+	@# DEB_PREBUILT=1: package target/release/aks-flex-node as it is (the real-node suite just built it).
+	$(if $(DEB_PREBUILT),,$(CARGO) build --release --locked -p aks-flex-node)
 	mkdir -p dist
 	$(CARGO) deb -p aks-flex-node --no-build --no-strip --output dist/
 	@if command -v lintian >/dev/null; then lintian --fail-on error,warning dist/aks-flex-node_*.deb; \
