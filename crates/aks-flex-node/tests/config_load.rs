@@ -113,6 +113,7 @@ fn seed_readme_example_loads_with_original_defaults() {
     assert_eq!(c.cni.mode, CniMode::Bridge);
     assert_eq!(c.npd.version, "v1.35.1");
     assert!(c.npd.enabled);
+    assert!(!c.npd.enabled_explicitly);
     assert_eq!(c.node.max_pods, 110);
     assert_eq!(c.node.kubelet.verbosity, 2);
     assert_eq!(c.node.kubelet.image_gc_high_threshold, 85);

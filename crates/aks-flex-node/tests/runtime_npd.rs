@@ -1,6 +1,9 @@
-//! node-problem-detector has no upstream checksum file and the agent carries no digest for it: a config
-//! without `npd.sha256` is refused while bootstrap plans its downloads, with one message saying what to
-//! set, before anything changes (`plan` shows the blocker); a mirror's `.sha256` next to the tarball and an offline bundle built from it are digest sources.
+//! node-problem-detector has no upstream checksum file and the agent carries no digest for it. Left at its
+//! default (`npd.enabled` unset) with no digest source, NPD is skipped with a warning and the node still
+//! bootstraps (the README quick start); an explicit `npd.enabled: true` without one is refused while
+//! bootstrap plans its downloads, with one message saying what to set, before anything changes (`plan`
+//! shows the blocker); a mirror's `.sha256` next to the tarball and an offline bundle built from it are
+//! digest sources.
 
 mod runtime_support;
 
@@ -32,11 +35,138 @@ fn cli(root: &Path, config: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The README's quick-start config, verbatim.
+fn readme_quick_start() -> serde_json::Value {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README.md at the repository root");
+    let start = readme
+        .find("config.json >/dev/null <<'EOF'\n")
+        .expect("the quick-start heredoc in README.md");
+    let body = &readme[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    serde_json::from_str(&body[..body.find("\nEOF\n").expect("end of the heredoc")]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_quick_start_bootstraps_skipping_npd_with_a_warning_when_no_digest_is_known() {
+    let quick = readme_quick_start();
+    assert!(
+        quick.get("npd").is_none(),
+        "the quick start is meant to leave npd at its default: {quick}"
+    );
+    // An offline bundle with every artifact but NPD (nothing is downloaded in this test): built from the
+    // loopback mirror with NPD off.
+    let server = ArtifactServer::start().await;
+    let fx = Fixtures::tiny();
+    fx.serve(&server);
+    let build_cfg = load_config(&config_json(
+        &server.base,
+        &fx,
+        serde_json::json!({"npd": {"enabled": false}}),
+    ));
+    let build_root = tempfile::tempdir().unwrap();
+    let bundle = tempfile::tempdir().unwrap();
+    aks_flex_node::artifacts::bundle::build(
+        &build_cfg,
+        Arc::new(Host::new(build_root.path()).unwrap()),
+        bundle.path(),
+    )
+    .await
+    .unwrap();
+
+    // The quick start plus only what a sandbox run needs: the fixtures' versions, the cluster endpoint
+    // (the identity phase is skipped), a pod CIDR and the bundle as the artifact source.
+    let mut v = quick;
+    merge(
+        &mut v,
+        serde_json::json!({
+            "kubernetes": { "version": K8S_VERSION },
+            "runc": { "version": RUNC_VERSION },
+            "containerd": { "version": CONTAINERD_VERSION },
+            "cni": { "version": CNI_VERSION },
+            "networking": { "podCIDR": "10.244.3.0/24" },
+            "node": { "kubelet": {
+                "serverURL": "https://flex-cluster.hcp.westus.azmk8s.io:443",
+                "caCertData": test_ca_b64(),
+            } },
+            "bootstrap": { "offlineArtifacts": { "source": bundle.path().display().to_string() } },
+        }),
+    );
+    let cfgdir = tempfile::tempdir().unwrap();
+    let config = write_config(cfgdir.path(), &v);
+    let root = tempfile::tempdir().unwrap();
+    let warning = format!("node-problem-detector skipped: no verified SHA-256 for {NPD_VERSION}");
+
+    // `plan -o json`: NPD plans nothing and carries the warning; the text form prints it.
+    let out = cli(
+        root.path(),
+        &config,
+        &["plan", "--skip-phase", "identity", "-o", "json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let npd = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "NPD_Installer")
+        .unwrap();
+    assert_eq!(npd["actions"], serde_json::json!([]), "{npd}");
+    let notes = npd["notes"].to_string();
+    assert!(
+        notes.contains(&warning)
+            && notes.contains("set npd.sha256")
+            && notes.contains("npd.enabled: false silences this"),
+        "{npd}"
+    );
+    let out = cli(root.path(), &config, &["plan", "--skip-phase", "identity"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("warning: {warning}")),
+        "{stdout}"
+    );
+
+    // bootstrap: exit 0, the warning in its log, NPD neither installed nor started.
+    let out = cli(
+        root.path(),
+        &config,
+        &["bootstrap", "--skip-phase", "identity"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains(&warning), "{stderr}");
+    assert!(root.path().join("usr/local/bin/kubelet").exists());
+    assert!(!root.path().join("usr/bin/node-problem-detector").exists());
+    assert!(!root
+        .path()
+        .join("etc/systemd/system/node-problem-detector.service")
+        .exists());
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.path().join("var/lib/aks-flex-node/sandbox.json")).unwrap(),
+    )
+    .unwrap();
+    let units = record["units"].as_object().unwrap();
+    assert!(units.contains_key("kubelet"), "{record}");
+    assert!(!units.contains_key("node-problem-detector"), "{record}");
+}
+
 #[test]
-fn a_default_config_without_npd_sha256_is_refused_before_anything_changes_saying_what_to_set() {
+fn an_explicit_npd_enabled_true_without_npd_sha256_is_refused_before_anything_changes_saying_what_to_set(
+) {
     let fx = Fixtures::tiny();
     let mut v = without_npd_pin(config_json("http://unused", &fx, serde_json::json!({})));
     v.as_object_mut().unwrap().remove("artifacts");
+    // Asked for explicitly: no digest source is an error, not a skip.
+    v["npd"]["enabled"] = serde_json::json!(true);
     let cfgdir = tempfile::tempdir().unwrap();
     let config = write_config(cfgdir.path(), &v);
     let root = tempfile::tempdir().unwrap();

@@ -109,6 +109,9 @@ pub async fn build(
 ) -> Result<Manifest, ArtifactError> {
     let arch = super::host_arch();
     let specs = super::all_specs(cfg, arch)?;
+    if let super::NpdDecision::Skipped { warning } = super::npd_decision(cfg, arch) {
+        tracing::warn!("{warning}");
+    }
     let mut opts = super::FetcherOptions::from_config(cfg);
     opts.offline = None;
     let fetcher = super::Fetcher::new(host, opts)?;

@@ -256,6 +256,43 @@ pub fn npd_spec(cfg: &Config, arch: &str) -> ArtifactSpec {
     s
 }
 
+/// Whether node-problem-detector is installed: the one decision `NPD_Installer`, `ServicesEnabled` and
+/// `artifacts bundle` share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NpdDecision {
+    /// `npd.enabled: false`.
+    Disabled,
+    /// Installed and started. With an explicit `npd.enabled: true` and no digest source this is still
+    /// the answer: the install is then refused (before anything changes), as the user asked for NPD.
+    Wanted,
+    /// `npd.enabled` unset and nothing can verify the tarball (no `npd.sha256`, no built-in digest, no
+    /// offline bundle entry, no mirror): not installed; `warning` says how to enable it. Unverified bytes
+    /// are never installed.
+    Skipped { warning: String },
+}
+
+/// See [`NpdDecision`]. Reads the offline bundle's manifest when one is configured (no network).
+pub fn npd_decision(cfg: &Config, arch: &str) -> NpdDecision {
+    if !cfg.npd.enabled {
+        return NpdDecision::Disabled;
+    }
+    if cfg.npd.enabled_explicitly {
+        return NpdDecision::Wanted;
+    }
+    let spec = npd_spec(cfg, arch);
+    match check_digest_source(&spec, cfg.bootstrap.offline_artifacts.as_deref()) {
+        Err(ArtifactError::NoDigest { .. }) => NpdDecision::Skipped {
+            warning: format!(
+                "node-problem-detector skipped: no verified SHA-256 for {v} (set npd.sha256 to the SHA-256 of {file}, give an offline bundle or a mirror with .sha256 files, or set npd.enabled: true with one of those; npd.enabled: false silences this)",
+                v = spec.version,
+                file = spec.file,
+            ),
+        },
+        // A digest source exists, or the bundle cannot be read: installing reports that error.
+        _ => NpdDecision::Wanted,
+    }
+}
+
 /// Fail (without network) when nothing can ever verify `spec`: no pin, no checksum file, and no entry in
 /// the offline bundle `offline`. Steps call this while planning, so the operator learns what to set
 /// before anything is changed.
@@ -367,7 +404,7 @@ pub fn all_specs(cfg: &Config, arch: &str) -> Result<Vec<ArtifactSpec>, Artifact
         KubeSource::Binaries(b) => v.extend(b),
         KubeSource::Tarball { spec, .. } => v.push(spec),
     }
-    if cfg.npd.enabled {
+    if npd_decision(cfg, arch) == NpdDecision::Wanted {
         v.push(npd_spec(cfg, arch));
     }
     Ok(v)

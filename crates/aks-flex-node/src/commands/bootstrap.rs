@@ -75,6 +75,9 @@ pub async fn plan(
                     }
                     other => println!("  {} ({}): {other}", s.name, s.phase),
                 }
+                for n in &s.notes {
+                    println!("    warning: {n}");
+                }
             }
             if plan.converged {
                 println!("Nothing to do: the node is converged.");

@@ -665,6 +665,7 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
     };
     let npd = NpdConfig {
         enabled: npdf.enabled.unwrap_or(true),
+        enabled_explicitly: npdf.enabled.is_some(),
         version: npd_version,
         sha256: b.sha("npd.sha256", npdf.sha256),
     };

@@ -263,7 +263,8 @@ pub struct CniFile {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NpdFile {
-    /// Install and run NPD (default true).
+    /// Install and run NPD. Unset: installed when a verified digest is available (npd.sha256, an offline
+    /// bundle, a mirror), else skipped with a warning; true: required (refused without a digest).
     pub enabled: Option<bool>,
     /// NPD version (default v1.35.1); a missing leading v is added.
     pub version: Option<String>,

@@ -356,8 +356,12 @@ pub struct CniConfig {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NpdConfig {
-    /// Install it (default true).
+    /// Not turned off (`npd.enabled: false`). Default true: installed when a verified digest is available,
+    /// else skipped with a warning (see `enabled_explicitly`).
     pub enabled: bool,
+    /// `npd.enabled` was given in the config. An explicit `true` with no digest source is refused instead
+    /// of skipped.
+    pub enabled_explicitly: bool,
     /// Version with leading `v` (default v1.35.1).
     pub version: String,
     /// Expected tarball digest.

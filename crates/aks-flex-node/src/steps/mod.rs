@@ -244,6 +244,11 @@ pub trait Step: Send + Sync {
     async fn artifacts(&self, _ctx: &Context) -> StepResult<Vec<crate::artifacts::ArtifactSpec>> {
         Ok(Vec::new())
     }
+    /// Warnings about what this step leaves out (read-only, no network): shown by `plan` and logged by
+    /// bootstrap (once per process, so the daemon's heal passes do not repeat them).
+    fn notes(&self, _ctx: &Context) -> Vec<String> {
+        Vec::new()
+    }
     /// Apply an [`Action::Custom`] this step planned.
     async fn apply_custom(
         &self,
@@ -309,6 +314,9 @@ pub struct PlannedStep {
     /// `converged`, `changes`, or `skipped`.
     pub status: &'static str,
     pub actions: Vec<serde_json::Value>,
+    /// Warnings: what the step leaves out and how to change that.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Plan every step without changing anything.
@@ -325,6 +333,7 @@ pub async fn plan(
                 phase: step.phase(),
                 status: "skipped",
                 actions: Vec::new(),
+                notes: Vec::new(),
             });
             continue;
         }
@@ -345,6 +354,7 @@ pub async fn plan(
                 "changes"
             },
             actions: described,
+            notes: step.notes(ctx),
         });
     }
     Ok(Plan {
@@ -427,6 +437,7 @@ pub async fn bootstrap(
     if let Err(e) = ctx.reload_journal() {
         return (reports, Err(e.into()));
     }
+    warn_notes(ctx, steps, skip);
     // Steps plan against the state their predecessors leave, so a full pre-plan is only a shortcut for
     // the common converged case (the daemon's health check re-runs bootstrap).
     match plan_all_empty(ctx, steps, skip).await {
@@ -498,6 +509,20 @@ pub async fn bootstrap(
         }
     }
     (reports, Ok(()))
+}
+
+/// Log every step's notes as warnings, each once per process (the daemon re-runs bootstrap every few
+/// minutes).
+fn warn_notes(ctx: &Context, steps: &[Box<dyn Step>], skip: &BTreeSet<Phase>) {
+    static WARNED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    for step in steps.iter().filter(|s| !skip.contains(&s.phase())) {
+        for note in step.notes(ctx) {
+            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+            if warned.insert(note.clone()) {
+                tracing::warn!(step = step.name(), "{note}");
+            }
+        }
+    }
 }
 
 /// The artifacts every step that will run is going to install (each with its step). Only reached when

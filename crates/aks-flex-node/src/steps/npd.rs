@@ -1,5 +1,6 @@
 //! `NPD_Installer`: node-problem-detector's binary (`/usr/bin/node-problem-detector`), its kernel monitor
-//! config and unit; it authenticates with the kubelet's kubeconfig. `npd.enabled: false` skips it.
+//! config and unit; it authenticates with the kubelet's kubeconfig. `npd.enabled: false` skips it; so does
+//! an unset `npd.enabled` when nothing can verify the tarball (with a warning: see [`npd_wanted`]).
 //! Unlike the original, undo also removes the unit (ServicesEnabled's undo stops and disables it first).
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,13 @@ use crate::artifacts::{self, install};
 use crate::render::npd as render;
 
 pub struct NpdInstaller;
+
+pub use artifacts::NpdDecision;
+
+/// Whether NPD is installed and started: the one decision this step and `ServicesEnabled` share.
+pub fn npd_wanted(ctx: &Context) -> NpdDecision {
+    artifacts::npd_decision(&ctx.config, artifacts::host_arch())
+}
 
 const NAME: &str = "NPD_Installer";
 
@@ -39,8 +47,15 @@ impl Step for NpdInstaller {
         Phase::Activation
     }
 
+    fn notes(&self, ctx: &Context) -> Vec<String> {
+        match npd_wanted(ctx) {
+            NpdDecision::Skipped { warning } => vec![warning],
+            _ => Vec::new(),
+        }
+    }
+
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
-        if !ctx.config.npd.enabled {
+        if npd_wanted(ctx) != NpdDecision::Wanted {
             return Ok(vec![]);
         }
         let host = &ctx.host;
@@ -78,7 +93,7 @@ impl Step for NpdInstaller {
     }
 
     async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
-        if !ctx.config.npd.enabled {
+        if npd_wanted(ctx) != NpdDecision::Wanted {
             return Ok(vec![]);
         }
         let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
@@ -132,5 +147,80 @@ impl Step for NpdInstaller {
 
     async fn after_undo(&self, _ctx: &Context) -> StepResult<Vec<Action>> {
         Ok(vec![Action::DaemonReload])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(npd: serde_json::Value, extra: serde_json::Value) -> crate::config::Config {
+        let mut v = serde_json::json!({
+            "azure": {
+                "subscriptionId": "00000000-0000-0000-0000-000000000000",
+                "tenantId": "11111111-1111-1111-1111-111111111111",
+                "targetCluster": {
+                    "resourceId": "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c",
+                    "location": "westus"
+                }
+            },
+            "kubernetes": { "version": "1.30.6" },
+            "npd": npd,
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        let env = |_: &str| None;
+        let opts = crate::config::LoadOptions {
+            hostname: "n1".into(),
+            env: &env,
+        };
+        crate::config::load_str(&v.to_string(), "test", &opts)
+            .unwrap()
+            .config
+    }
+
+    fn decide(npd: serde_json::Value, extra: serde_json::Value) -> NpdDecision {
+        artifacts::npd_decision(&cfg(npd, extra), "amd64")
+    }
+
+    #[test]
+    fn unset_without_a_digest_source_is_skipped_with_a_warning_saying_how_to_enable_it() {
+        let NpdDecision::Skipped { warning } = decide(serde_json::json!({}), serde_json::json!({}))
+        else {
+            panic!("expected a skip");
+        };
+        assert!(
+            warning.starts_with("node-problem-detector skipped: no verified SHA-256 for v1.35.1")
+                && warning.contains("set npd.sha256")
+                && warning.contains("npd.enabled: false silences this"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn a_digest_source_or_an_explicit_choice_decides() {
+        let pin = "a".repeat(64);
+        let none = serde_json::json!({});
+        assert_eq!(
+            decide(serde_json::json!({"sha256": pin}), none.clone()),
+            NpdDecision::Wanted
+        );
+        assert_eq!(
+            decide(
+                serde_json::json!({}),
+                serde_json::json!({"artifacts": {"mirror": "http://127.0.0.1:9"}})
+            ),
+            NpdDecision::Wanted
+        );
+        // Explicit true: wanted, so the missing digest is refused rather than skipped.
+        assert_eq!(
+            decide(serde_json::json!({"enabled": true}), none.clone()),
+            NpdDecision::Wanted
+        );
+        assert_eq!(
+            decide(serde_json::json!({"enabled": false, "sha256": pin}), none),
+            NpdDecision::Disabled
+        );
     }
 }

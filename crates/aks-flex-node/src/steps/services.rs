@@ -42,7 +42,7 @@ fn services(ctx: &Context) -> Vec<(&'static str, Vec<PathBuf>)> {
         ("containerd", containerd),
         ("kubelet", super::kubelet::kubelet_files(ctx)),
     ];
-    if ctx.config.npd.enabled {
+    if super::npd::npd_wanted(ctx) == super::npd::NpdDecision::Wanted {
         v.push((
             "node-problem-detector",
             vec![
