@@ -150,28 +150,11 @@ mod tests {
     use crate::host::Host;
 
     fn context(root: &Path, networking: serde_json::Value) -> Context {
-        let env = |_: &str| None;
-        let opts = crate::config::LoadOptions {
-            hostname: "node-1".into(),
-            env: &env,
-        };
-        let text = serde_json::json!({
-            "azure": {
-                "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
-                "targetCluster": {
-                    "resourceId": "/subscriptions/8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c",
-                    "location": "westus"
-                }
-            },
+        let cfg = crate::steps::test_config(serde_json::json!({
             "agent": {"nodeName": "flex-node-7"},
-            "kubernetes": {"version": "1.30.4"},
             "networking": networking
-        })
-        .to_string();
-        let cfg = crate::config::load_str(&text, "test", &opts)
-            .unwrap()
-            .config;
-        Context::new(Arc::new(cfg), Arc::new(Host::new(root).unwrap())).unwrap()
+        }));
+        Context::new(cfg, Arc::new(Host::new(root).unwrap())).unwrap()
     }
 
     fn summaries(actions: &[Action]) -> Vec<String> {

@@ -922,6 +922,34 @@ fn remove_state(ctx: &Context) -> StepResult<()> {
     Ok(())
 }
 
+/// A minimal valid configuration for unit tests, with `extra` merged over it (top-level sections).
+#[cfg(test)]
+pub(crate) fn test_config(extra: serde_json::Value) -> Arc<Config> {
+    let env = |_: &str| None;
+    let opts = crate::config::LoadOptions {
+        hostname: "node-1".into(),
+        env: &env,
+    };
+    let mut v = serde_json::json!({
+        "azure": {
+            "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            "targetCluster": {
+                "resourceId": "/subscriptions/8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c",
+                "location": "westus"
+            }
+        },
+        "kubernetes": {"version": "1.30.4"}
+    });
+    if let (Some(base), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+        base.extend(extra);
+    }
+    Arc::new(
+        crate::config::load_str(&v.to_string(), "test", &opts)
+            .unwrap()
+            .config,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -933,27 +961,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn config() -> Arc<Config> {
-        let env = |_: &str| None;
-        let opts = crate::config::LoadOptions {
-            hostname: "node-1".into(),
-            env: &env,
-        };
-        let text = serde_json::json!({
-            "azure": {
-                "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
-                "targetCluster": {
-                    "resourceId": "/subscriptions/8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c",
-                    "location": "westus"
-                }
-            },
-            "kubernetes": {"version": "1.30.4"}
-        })
-        .to_string();
-        Arc::new(
-            crate::config::load_str(&text, "test", &opts)
-                .unwrap()
-                .config,
-        )
+        test_config(serde_json::json!({}))
     }
 
     fn context(root: &Path) -> Context {

@@ -218,27 +218,7 @@ mod tests {
     use crate::steps::{self, Context};
 
     fn config() -> Arc<crate::config::Config> {
-        let env = |_: &str| None;
-        let opts = crate::config::LoadOptions {
-            hostname: "node-1".into(),
-            env: &env,
-        };
-        let text = serde_json::json!({
-            "azure": {
-                "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
-                "targetCluster": {
-                    "resourceId": "/subscriptions/8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/c",
-                    "location": "westus"
-                }
-            },
-            "kubernetes": {"version": "1.30.4"}
-        })
-        .to_string();
-        Arc::new(
-            crate::config::load_str(&text, "test", &opts)
-                .unwrap()
-                .config,
-        )
+        steps::test_config(serde_json::json!({}))
     }
 
     fn put(root: &Path, p: &str, content: &str) {
