@@ -328,6 +328,15 @@ mod tests {
         u.iter().map(|s| s.to_string()).collect()
     }
 
+    /// How one unit, walking through `statuses`, is reported as not up.
+    async fn not_up(unit: &'static str, statuses: Vec<&'static str>) -> NotUp {
+        let script = HashMap::from([(unit, statuses)]);
+        wait_stay_up(&units(&[unit]), SETTLE, START_TIMEOUT, scripted(script))
+            .await
+            .unwrap()
+            .unwrap_err()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_kubelet_that_dies_after_start_is_not_up() {
         // Seen on the real node: active for ~0.6 s, then auto-restart.
@@ -355,22 +364,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_restart_with_a_new_main_pid_between_two_looks_is_caught() {
-        let script = HashMap::from([(
+        let err = not_up(
             "kubelet",
             vec![
                 RUNNING_42,
                 "ActiveState=active\nSubState=running\nMainPID=77\nNRestarts=1",
             ],
-        )]);
-        let err = wait_stay_up(
-            &units(&["kubelet"]),
-            SETTLE,
-            START_TIMEOUT,
-            scripted(script),
         )
-        .await
-        .unwrap()
-        .unwrap_err();
+        .await;
         assert!(err.problem.contains("main PID 42 -> 77"), "{}", err.problem);
     }
 
@@ -398,33 +399,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_unit_that_hit_its_start_limit_or_never_runs_is_reported() {
-        let script = HashMap::from([(
+        let err = not_up(
             "kubelet",
             vec!["ActiveState=failed\nSubState=failed\nResult=start-limit-hit"],
-        )]);
-        let err = wait_stay_up(
-            &units(&["kubelet"]),
-            SETTLE,
-            START_TIMEOUT,
-            scripted(script),
         )
-        .await
-        .unwrap()
-        .unwrap_err();
+        .await;
         assert!(err.problem.contains("failed to start"), "{}", err.problem);
-        let script = HashMap::from([(
+        let err = not_up(
             "containerd",
             vec!["ActiveState=activating\nSubState=start\nMainPID=9"],
-        )]);
-        let err = wait_stay_up(
-            &units(&["containerd"]),
-            SETTLE,
-            START_TIMEOUT,
-            scripted(script),
         )
-        .await
-        .unwrap()
-        .unwrap_err();
+        .await;
         assert!(
             err.problem.contains("not running 90s after"),
             "{}",
