@@ -4,6 +4,7 @@
 //! [`config`] the configuration file, [`host`] the only effect boundary, [`steps`] the bootstrap steps and
 //! their engine, [`render`] pure file renderers, [`logging`].
 
+pub mod agent;
 pub mod artifacts;
 pub mod azure;
 pub mod cli;
@@ -11,5 +12,6 @@ pub mod commands;
 pub mod config;
 pub mod host;
 pub mod logging;
+pub mod preflight;
 pub mod render;
 pub mod steps;

@@ -1,0 +1,1 @@
+//! `aks-flex-node preflight`: named, read-only checks of the machine, the configuration and Azure (being built).
