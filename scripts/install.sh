@@ -86,21 +86,24 @@ Documentation=https://github.com/aks-flex-node/aks-flex-node
 # "repairs" it (seen on the real node after a reboot).
 After=network-online.target himdsd.service containerd.service kubelet.service
 Wants=network-online.target
-# No start-rate limit. A failed bootstrap exits 1 and is retried every RestartSec (30 s), so an Azure outage
-# at boot would otherwise use up a StartLimitBurst within minutes and leave the unit failed for good, even
-# after Azure is back. 30 s between attempts already bounds the rate.
+# No start-rate limit. The agent retries failed passes itself (backoff up to 5 minutes) and stays up, so
+# restarts are rare (a crash); even so a burst of them must never leave the unit failed for good.
 StartLimitIntervalSec=0
 
 [Service]
-Type=simple
+# The agent tells systemd when its first pass has ended (READY=1: bootstrapped, or failed and now retrying
+# in the background), and keeps a one-line state in `systemctl status` (STATUS=). `systemctl start` returns
+# then. Add WatchdogSec= in a drop-in to have it send keep-alives (WATCHDOG=1) and be restarted if it hangs.
+Type=notify
 # Runs as root: it installs the runtime's files, writes units and sysctls, loads kernel modules and runs
 # azcmagent and systemctl. No sudoers file and no service user (the original's sudo rules were root anyway).
 ExecStart=/usr/local/bin/aks-flex-node agent --config /etc/aks-flex-node/config.json
-# SIGTERM stops the agent cleanly (exit 0); a failed bootstrap exits 1 and is retried...
+# SIGTERM stops the agent cleanly (exit 0). Failures are retried inside the agent; if it dies anyway, it is
+# restarted...
 Restart=on-failure
 RestartSec=30
-# ...but exit 2 is a usage or configuration error found before anything changed: retrying cannot fix it,
-# so the unit stays failed and `systemctl status` / the journal show the message.
+# ...but exit 2 is a usage or configuration error (a bad flag, an invalid config file, a setting no retry
+# can fix): restarting cannot fix it, so the unit stays failed and `systemctl status` / the journal say why.
 RestartPreventExitStatus=2
 # Bootstrap waits for downloads, Azure and the node becoming Ready (its own timeouts apply).
 TimeoutStartSec=infinity

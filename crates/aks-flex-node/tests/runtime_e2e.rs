@@ -296,3 +296,175 @@ async fn artifacts_bundle_then_air_gapped_bootstrap_from_it() {
     );
     assert_eq!(server.total_hits(), hits);
 }
+
+/// Datagrams sent to a test `NOTIFY_SOCKET` (what systemd would receive), collected in the background.
+struct NotifySocket {
+    path: std::path::PathBuf,
+    got: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl NotifySocket {
+    fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let g = got.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.recv(&mut buf) {
+                g.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        NotifySocket { path, got }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Wait (up to `secs`) for a message containing `needle`.
+    async fn wait_for(&self, needle: &str, secs: u64) -> String {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            if let Some(m) = self.messages().into_iter().find(|m| m.contains(needle)) {
+                return m;
+            }
+            assert!(
+                std::time::Instant::now() < end,
+                "no notify message with {needle:?} in {secs}s; got {:?}",
+                self.messages()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn agent(root: &Path, config: &Path, notify: &NotifySocket) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_aks-flex-node"))
+        .args(["agent", "--skip-phase", "identity", "--root"])
+        .arg(root)
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("AKS_FLEX_NODE_STATUS_INTERVAL", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// The daemon does not exit when its first bootstrap fails: it tells systemd it is up (READY=1, so
+/// `systemctl start` returns) with a status saying what failed, retries after its backoff, converges once
+/// the cause is gone, keeps the status file, and stops cleanly on SIGTERM (STOPPING=1, exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_retries_a_failed_bootstrap_reports_it_and_stops_cleanly() {
+    let server = ArtifactServer::start().await;
+    let fx = Fixtures::tiny();
+    fx.serve(&server);
+    // The mirror answers 503 to the first five requests for runc: the first pass fails after its
+    // download retries, the next one succeeds.
+    server.fault(
+        &runc_url(),
+        Faults {
+            unavailable: 5,
+            ..Faults::default()
+        },
+    );
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let cfgdir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        cfgdir.path(),
+        &config_json(&server.base, &fx, serde_json::json!({})),
+    );
+    let notify = NotifySocket::bind(cfgdir.path());
+    let mut child = agent(r, &config, &notify);
+
+    let first = notify.wait_for("READY=1", 60).await;
+    assert!(
+        first.contains("STATUS=bootstrap failed (1 in a row), retrying in ")
+            && first.contains("s: bootstrap failed at step Runc_Installer"),
+        "{first:?}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the agent exited after a failed pass"
+    );
+    let status_file = r.join("run/aks-flex-node/status.json");
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status_file).unwrap()).unwrap();
+    assert_eq!(st["daemon"]["state"], "retrying", "{st}");
+    assert!(
+        st["daemon"]["lastError"].as_str().unwrap().contains("runc"),
+        "{st}"
+    );
+    assert!(st["daemon"]["nextRetry"].is_string(), "{st}");
+
+    notify.wait_for("STATUS=running", 60).await;
+    assert_eq!(
+        notify
+            .messages()
+            .iter()
+            .filter(|m| m.contains("READY=1"))
+            .count(),
+        1,
+        "READY=1 is sent once: {:?}",
+        notify.messages()
+    );
+    assert_eq!(std::fs::read(r.join("usr/bin/runc")).unwrap(), fx.runc);
+    let st: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status_file).unwrap()).unwrap();
+    assert_eq!(st["daemon"]["state"], "running", "{st}");
+    assert!(st["daemon"]["lastError"].is_null(), "{st}");
+
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the agent did not stop within 30 s of SIGTERM")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    notify.wait_for("STOPPING=1", 5).await;
+}
+
+/// A configuration error no retry can fix ends the daemon with exit 2 (the unit's
+/// RestartPreventExitStatus) and says so in the systemd status line, instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_exits_2_on_a_configuration_error_found_while_bootstrapping() {
+    let server = ArtifactServer::start().await;
+    let fx = Fixtures::tiny();
+    fx.serve(&server);
+    let root = tempfile::tempdir().unwrap();
+    let cfgdir = tempfile::tempdir().unwrap();
+    let mut cfg = config_json(&server.base, &fx, serde_json::json!({}));
+    // Identity skipped and no API server given: nothing can ever tell the kubelet where the cluster is.
+    cfg.as_object_mut().unwrap().remove("node");
+    let config = write_config(cfgdir.path(), &cfg);
+    let notify = NotifySocket::bind(cfgdir.path());
+    let child = agent(root.path(), &config, &notify);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the agent kept running on a configuration error")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the cluster's API server is unknown"), "{err}");
+    assert!(err.contains("configuration problem"), "{err}");
+    let m = notify
+        .wait_for("STATUS=stopped: configuration error", 5)
+        .await;
+    assert!(!m.contains("READY=1"), "{m:?}");
+}

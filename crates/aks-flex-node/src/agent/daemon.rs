@@ -1,1 +1,696 @@
-//! (being built)
+//! The daemon (`aks-flex-node agent`): bootstrap, then stay up and keep the node as configured.
+//!
+//! It never gives up on a failure that time can fix: a failed pass is retried with capped exponential
+//! backoff (10 s doubling up to 5 minutes, with jitter) while the process stays up, reports its state
+//! (status file, `systemctl status` line) and keeps healing what it can. Only a configuration error -
+//! something no retry can fix - ends it, with exit 2, which the unit does not restart on.
+//!
+//! Three kinds of pass, each the same engine run with some phases skipped:
+//! - **full** (identity + host): until the identity phase has succeeded once for the configured cluster;
+//! - **host** (no Azure call): every `AKS_FLEX_NODE_HEAL_INTERVAL` (120 s). The cluster's API server and
+//!   CA come from the journal (kept there by the identity phase), so a restart or reboot of a bootstrapped
+//!   node heals the host even while Azure is unreachable;
+//! - **Azure** (identity only): every `AKS_FLEX_NODE_AZURE_RECHECK_INTERVAL` (1 hour). It re-reads the
+//!   cluster's endpoint; when the server or CA changed, a host pass follows at once and rewrites the
+//!   kubeconfig and CA (and restarts the kubelet) - only then.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+use super::notify::Notifier;
+use super::status::{self, DaemonFacts, Repair};
+use crate::steps::{self, Context, Phase, Step, StepOutcome, StepReport};
+
+/// How often the host is re-converged (the original's health-check cadence).
+pub const HEAL_INTERVAL: Duration = Duration::from_secs(120);
+/// How often the Azure side is re-verified (Arc machine, roles, cluster endpoint). Host checks are local
+/// and cheap; Azure checks cost ARM reads, which are throttled per principal across a whole fleet.
+pub const AZURE_INTERVAL: Duration = Duration::from_secs(3600);
+/// The longest wait between two attempts of a failing Azure pass (never longer than its interval).
+pub const AZURE_RETRY_MAX: Duration = Duration::from_secs(600);
+/// How often the status file is rewritten.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(60);
+/// Backoff after a failed pass: first wait, and the longest one.
+pub const RETRY_MIN: Duration = Duration::from_secs(10);
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The daemon's schedule.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Phases never run (`--skip-phase`).
+    pub skip: BTreeSet<Phase>,
+    pub heal_every: Duration,
+    pub azure_every: Duration,
+    pub status_every: Duration,
+    /// Randomise backoff waits (off in tests, so the schedule is exact).
+    pub jitter: bool,
+}
+
+impl Options {
+    /// The schedule, with intervals from the environment (whole seconds, at least 1). A bad value is
+    /// returned as an error naming the variable (a usage error, so a typo in a unit file is noticed).
+    pub fn from_env(skip: BTreeSet<Phase>) -> Result<Self, String> {
+        Ok(Options {
+            skip,
+            heal_every: interval("AKS_FLEX_NODE_HEAL_INTERVAL", HEAL_INTERVAL)?,
+            azure_every: interval("AKS_FLEX_NODE_AZURE_RECHECK_INTERVAL", AZURE_INTERVAL)?,
+            status_every: interval("AKS_FLEX_NODE_STATUS_INTERVAL", STATUS_INTERVAL)?,
+            jitter: true,
+        })
+    }
+}
+
+fn interval(var: &str, default: Duration) -> Result<Duration, String> {
+    match std::env::var(var) {
+        Err(_) => Ok(default),
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(Duration::from_secs(n)),
+            _ => Err(format!(
+                "{var}={v:?}: expected a whole number of seconds (at least 1)"
+            )),
+        },
+    }
+}
+
+/// Why the daemon stopped other than by a signal.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Only an edit of the configuration can fix this; the caller exits 2 (no restart).
+    #[error("{0}\nThis is a configuration problem: retrying cannot fix it. Edit the configuration, check it with `aks-flex-node config validate`, then restart the agent.")]
+    Config(String),
+}
+
+/// Capped exponential backoff between attempts of one kind of pass; reset by a success.
+pub struct Retry {
+    builder: ExponentialBuilder,
+    current: ExponentialBackoff,
+    cap: Duration,
+    /// Failed attempts in a row.
+    pub failures: u32,
+}
+
+impl Retry {
+    pub fn new(cap: Duration, jitter: bool) -> Self {
+        let min = RETRY_MIN.min(cap);
+        let mut builder = ExponentialBuilder::new()
+            .with_min_delay(min)
+            .with_max_delay(cap)
+            .with_factor(2.0)
+            .without_max_times();
+        if jitter {
+            builder = builder.with_jitter();
+        }
+        Retry {
+            current: builder.build(),
+            builder,
+            cap,
+            failures: 0,
+        }
+    }
+
+    /// One more failure: how long to wait before the next attempt (never more than the cap).
+    pub fn failed(&mut self) -> Duration {
+        self.failures += 1;
+        self.current.next().unwrap_or(self.cap).min(self.cap)
+    }
+
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+        self.current = self.builder.build();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    Full,
+    Host,
+    Azure,
+}
+
+impl Pass {
+    fn name(self) -> &'static str {
+        match self {
+            Pass::Full => "bootstrap",
+            Pass::Host => "host",
+            Pass::Azure => "Azure",
+        }
+    }
+
+    /// The phases this pass skips, on top of the operator's.
+    fn skip(self, base: &BTreeSet<Phase>) -> BTreeSet<Phase> {
+        let extra: &[Phase] = match self {
+            Pass::Full => &[],
+            Pass::Host => &[Phase::Identity],
+            Pass::Azure => &[Phase::Installation, Phase::Activation],
+        };
+        base.iter().chain(extra).copied().collect()
+    }
+}
+
+/// The repairs a host pass made: every applied action except waiting for the node (not a repair).
+pub fn repairs(reports: &[StepReport]) -> Vec<(&'static str, &str)> {
+    reports
+        .iter()
+        .filter(|r| matches!(r.outcome, StepOutcome::Applied { .. }))
+        .filter(|r| r.name != crate::steps::node_ready::NAME)
+        .flat_map(|r| r.applied.iter().map(move |a| (r.name, a.as_str())))
+        .collect()
+}
+
+/// The daemon's state and schedule; one pass at a time.
+struct Daemon<'a> {
+    ctx: &'a Context,
+    steps: &'a [Box<dyn Step>],
+    opts: &'a Options,
+    notifier: &'a Notifier,
+    facts: DaemonFacts,
+    /// When the next host (or, before the identity phase succeeded, full) pass is due.
+    next_host: Instant,
+    /// When the next Azure pass is due; `None` while the identity phase has not succeeded in this process
+    /// or when it is skipped.
+    next_azure: Option<Instant>,
+    host_retry: Retry,
+    azure_retry: Retry,
+    bootstrapped: bool,
+}
+
+/// Run until `shutdown` resolves (`Ok`, exit 0) or a configuration error (`Err`, exit 2).
+pub async fn run(
+    ctx: &Context,
+    steps: &[Box<dyn Step>],
+    opts: &Options,
+    notifier: &Notifier,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let mut d = Daemon {
+        ctx,
+        steps,
+        opts,
+        notifier,
+        facts: DaemonFacts {
+            state: "bootstrapping".into(),
+            ..DaemonFacts::default()
+        },
+        next_host: Instant::now(),
+        next_azure: None,
+        host_retry: Retry::new(RETRY_MAX, opts.jitter),
+        azure_retry: Retry::new(AZURE_RETRY_MAX.min(opts.azure_every), opts.jitter),
+        bootstrapped: false,
+    };
+    if d.identity_done() && !opts.skip.contains(&Phase::Identity) {
+        // Bootstrapped before: heal the host now from the journal, ask Azure later.
+        d.next_azure = Some(Instant::now() + opts.azure_every);
+        tracing::info!(
+            "the identity phase completed in an earlier run: healing the host from the journal; next Azure check in {}s",
+            opts.azure_every.as_secs()
+        );
+    }
+    notifier.status("bootstrapping");
+    tokio::pin!(shutdown);
+    let mut status_tick = tokio::time::interval(opts.status_every);
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let watchdog = Notifier::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    loop {
+        let due = d.next_due();
+        let sleep = tokio::time::sleep_until(due.into());
+        tokio::pin!(sleep);
+        // Wait for the next pass; keep the status file and the watchdog fresh meanwhile.
+        loop {
+            tokio::select! {
+                _ = &mut sleep => break,
+                _ = status_tick.tick() => d.write_status().await,
+                _ = watchdog_tick.tick(), if watchdog.is_some() => notifier.watchdog(),
+                _ = &mut shutdown => return d.stop(),
+            }
+        }
+        let pass = d.which_pass();
+        let endpoint_before = ctx.persisted_cluster_endpoint();
+        let outcome = {
+            let run = d.run_pass(pass);
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    _ = status_tick.tick() => d.write_status().await,
+                    _ = watchdog_tick.tick(), if watchdog.is_some() => notifier.watchdog(),
+                    _ = &mut shutdown => {
+                        tracing::info!("received shutdown signal during the {} pass; stopping (the journal records how far it got)", pass.name());
+                        notifier.stopping();
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let endpoint_changed = ctx.persisted_cluster_endpoint() != endpoint_before;
+        d.after_pass(pass, outcome, endpoint_changed)?;
+        d.write_status().await;
+    }
+}
+
+impl Daemon<'_> {
+    /// The identity phase has succeeded for the configured cluster (now or in an earlier run), or is
+    /// skipped: host passes can run without Azure.
+    fn identity_done(&self) -> bool {
+        self.opts.skip.contains(&Phase::Identity) || self.ctx.persisted_cluster_endpoint().is_some()
+    }
+
+    fn next_due(&self) -> Instant {
+        match self.next_azure {
+            Some(a) if a < self.next_host => a,
+            _ => self.next_host,
+        }
+    }
+
+    fn which_pass(&self) -> Pass {
+        let now = Instant::now();
+        if !self.identity_done() {
+            return Pass::Full;
+        }
+        match self.next_azure {
+            Some(a) if a <= now && a <= self.next_host => Pass::Azure,
+            _ => Pass::Host,
+        }
+    }
+
+    async fn run_pass(&self, pass: Pass) -> (Vec<StepReport>, Result<(), steps::StepError>) {
+        if pass == Pass::Azure {
+            // Read the endpoint from Azure again rather than trusting this run's copy.
+            self.ctx.clear_cluster_endpoint();
+        }
+        tracing::debug!("starting the {} pass", pass.name());
+        steps::bootstrap(self.ctx, self.steps, &pass.skip(&self.opts.skip)).await
+    }
+
+    fn after_pass(
+        &mut self,
+        pass: Pass,
+        (reports, result): (Vec<StepReport>, Result<(), steps::StepError>),
+        endpoint_changed: bool,
+    ) -> Result<(), DaemonError> {
+        let now = Instant::now();
+        let at = chrono::Utc::now();
+        if pass == Pass::Host {
+            for (step, what) in repairs(&reports) {
+                tracing::warn!(step, "repaired drift: {what}");
+                self.facts.last_repair = Some(Repair {
+                    step: step.to_string(),
+                    what: what.to_string(),
+                    at,
+                });
+            }
+        }
+        match result {
+            Ok(()) => {
+                self.facts.last_pass = Some(at);
+                self.facts.last_error = None;
+                self.facts.next_retry = None;
+                match pass {
+                    Pass::Azure => {
+                        self.facts.last_azure_pass = Some(at);
+                        self.azure_retry.succeeded();
+                        self.next_azure = Some(now + self.opts.azure_every);
+                        if endpoint_changed {
+                            tracing::info!("the cluster's API server or CA changed: re-converging the host now");
+                            self.next_host = now;
+                        }
+                        tracing::info!("Azure check passed");
+                    }
+                    Pass::Full | Pass::Host => {
+                        if pass == Pass::Full {
+                            self.facts.last_azure_pass = Some(at);
+                            self.next_azure = (!self.opts.skip.contains(&Phase::Identity))
+                                .then(|| now + self.opts.azure_every);
+                        }
+                        self.host_retry.succeeded();
+                        self.next_host = now + self.opts.heal_every;
+                        if !self.bootstrapped {
+                            self.bootstrapped = true;
+                            tracing::info!(
+                                "bootstrap completed; running as daemon (re-converging the host every {}s, Azure every {}s)",
+                                self.opts.heal_every.as_secs(),
+                                self.opts.azure_every.as_secs()
+                            );
+                        }
+                        self.facts.state = "running".into();
+                    }
+                }
+                self.notifier
+                    .ready("running: node bootstrapped; healing drift on every pass");
+                Ok(())
+            }
+            Err(e) if e.is_config() => {
+                self.notifier
+                    .status(&format!("stopped: configuration error: {e}"));
+                Err(DaemonError::Config(e.to_string()))
+            }
+            Err(e) => {
+                let (wait, failures) = match pass {
+                    Pass::Azure => {
+                        let w = self.azure_retry.failed();
+                        self.next_azure = Some(now + w);
+                        (w, self.azure_retry.failures)
+                    }
+                    Pass::Full | Pass::Host => {
+                        let w = self.host_retry.failed();
+                        self.next_host = now + w.min(self.opts.heal_every);
+                        (w.min(self.opts.heal_every), self.host_retry.failures)
+                    }
+                };
+                tracing::error!(
+                    "{} pass failed ({failures} in a row); next attempt in {}s: {e}",
+                    pass.name(),
+                    wait.as_secs()
+                );
+                self.facts.last_error = Some(format!("{} pass: {e}", pass.name()));
+                self.facts.next_retry =
+                    Some(at + chrono::Duration::from_std(wait).unwrap_or_default());
+                if !self.bootstrapped {
+                    self.facts.state = "retrying".into();
+                }
+                // Up (READY) even so: the daemon is running and healing; the status says what is wrong.
+                let what = if self.bootstrapped {
+                    format!("degraded: {} pass failed", pass.name())
+                } else {
+                    "bootstrap failed".to_string()
+                };
+                self.notifier.ready(&format!(
+                    "{what} ({failures} in a row), retrying in {}s: {}",
+                    wait.as_secs(),
+                    super::notify::status_line(&e.to_string())
+                ));
+                Ok(())
+            }
+        }
+    }
+
+    async fn write_status(&self) {
+        let s = status::collect(self.ctx, Some(&self.facts)).await;
+        if let Err(e) = status::write(&self.ctx.host, &s) {
+            tracing::warn!("cannot write the status file {}: {e}", status::STATUS_PATH);
+        }
+    }
+
+    fn stop(&self) -> Result<(), DaemonError> {
+        tracing::info!("received shutdown signal; stopping");
+        self.notifier.stopping();
+        Ok(())
+    }
+}
+
+/// SIGTERM/SIGINT, with the handlers installed at construction (not at first poll), so a signal that
+/// arrives at any point after start-up is seen and never falls back to the default "terminate" action.
+pub struct Shutdown {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Shutdown {
+    pub fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Shutdown {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    pub async fn recv(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.term) => {}
+            _ = one(&mut self.int) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_ten_seconds_up_to_the_cap_and_resets_on_success() {
+        let mut r = Retry::new(RETRY_MAX, false);
+        let waits: Vec<u64> = (0..8).map(|_| r.failed().as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(r.failures, 8);
+        r.succeeded();
+        assert_eq!(r.failures, 0);
+        assert_eq!(r.failed(), RETRY_MIN);
+    }
+
+    #[test]
+    fn jittered_backoff_never_exceeds_the_cap() {
+        let mut r = Retry::new(Duration::from_secs(30), true);
+        for _ in 0..50 {
+            let w = r.failed();
+            assert!(w >= RETRY_MIN && w <= Duration::from_secs(30), "{w:?}");
+        }
+        // A cap below the first wait is the wait.
+        let mut r = Retry::new(Duration::from_secs(3), false);
+        assert_eq!(r.failed(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn passes_skip_the_right_phases() {
+        let none = BTreeSet::new();
+        assert!(Pass::Full.skip(&none).is_empty());
+        assert_eq!(Pass::Host.skip(&none), BTreeSet::from([Phase::Identity]));
+        assert_eq!(
+            Pass::Azure.skip(&none),
+            BTreeSet::from([Phase::Installation, Phase::Activation])
+        );
+        let op = BTreeSet::from([Phase::Activation]);
+        assert_eq!(
+            Pass::Host.skip(&op),
+            BTreeSet::from([Phase::Identity, Phase::Activation])
+        );
+    }
+
+    fn ctx(dir: &std::path::Path) -> Context {
+        let host = std::sync::Arc::new(crate::host::Host::new(dir).unwrap());
+        Context::new(crate::steps::test_config(serde_json::json!({})), host).unwrap()
+    }
+
+    fn opts() -> Options {
+        Options {
+            skip: BTreeSet::new(),
+            heal_every: Duration::from_secs(120),
+            azure_every: Duration::from_secs(300),
+            status_every: STATUS_INTERVAL,
+            jitter: false,
+        }
+    }
+
+    fn daemon<'a>(ctx: &'a Context, opts: &'a Options, n: &'a Notifier) -> Daemon<'a> {
+        Daemon {
+            ctx,
+            steps: &[],
+            opts,
+            notifier: n,
+            facts: DaemonFacts::default(),
+            next_host: Instant::now(),
+            next_azure: None,
+            host_retry: Retry::new(RETRY_MAX, false),
+            azure_retry: Retry::new(AZURE_RETRY_MAX.min(opts.azure_every), false),
+            bootstrapped: false,
+        }
+    }
+
+    fn report(name: &'static str, phase: Phase, applied: &[&str]) -> StepReport {
+        StepReport {
+            name,
+            phase,
+            outcome: if applied.is_empty() {
+                StepOutcome::Converged
+            } else {
+                StepOutcome::Applied {
+                    actions: applied.len(),
+                }
+            },
+            applied: applied.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn persist(ctx: &Context, server: &str) {
+        ctx.set_cluster_endpoint(crate::steps::ClusterEndpoint {
+            server: server.into(),
+            ca_pem: b"-----BEGIN CERTIFICATE-----".to_vec(),
+            dns_service_ip: None,
+        });
+        ctx.persist_cluster_endpoint().unwrap();
+    }
+
+    #[test]
+    fn every_azure_pass_is_scheduled_with_the_configured_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let (o, n) = (opts(), Notifier::new());
+        let mut d = daemon(&ctx, &o, &n);
+        persist(&ctx, "https://a:443");
+        // Not only the first: every converged Azure pass schedules the next one `azure_every` later.
+        for _ in 0..3 {
+            let before = Instant::now();
+            d.after_pass(Pass::Azure, (vec![], Ok(())), false).unwrap();
+            let next = d.next_azure.unwrap();
+            assert!(next >= before + o.azure_every && next <= Instant::now() + o.azure_every);
+        }
+        // A failing one backs off from 10 s, never beyond min(10 min, the interval).
+        let err = || Err(crate::steps::StepError::failed("ARM said 503"));
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            let now = Instant::now();
+            d.after_pass(Pass::Azure, (vec![], err()), false).unwrap();
+            waits.push((d.next_azure.unwrap() - now).as_secs());
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300]);
+        assert!(d
+            .facts
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("ARM said 503"));
+    }
+
+    #[test]
+    fn a_changed_cluster_endpoint_triggers_a_host_pass_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let (o, n) = (opts(), Notifier::new());
+        let mut d = daemon(&ctx, &o, &n);
+        d.next_host = Instant::now() + Duration::from_secs(100);
+        d.after_pass(Pass::Azure, (vec![], Ok(())), false).unwrap();
+        assert!(d.next_host > Instant::now() + Duration::from_secs(50));
+        d.after_pass(Pass::Azure, (vec![], Ok(())), true).unwrap();
+        assert!(d.next_host <= Instant::now());
+    }
+
+    #[test]
+    fn bootstrap_failures_are_retried_and_configuration_errors_stop_the_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let (o, n) = (opts(), Notifier::new());
+        let mut d = daemon(&ctx, &o, &n);
+        assert_eq!(d.which_pass(), Pass::Full, "no identity yet: full pass");
+        let now = Instant::now();
+        d.after_pass(
+            Pass::Full,
+            (vec![], Err(crate::steps::StepError::failed("HIMDS down"))),
+            false,
+        )
+        .unwrap();
+        assert_eq!(d.facts.state, "retrying");
+        assert_eq!((d.next_host - now).as_secs(), 10);
+        assert!(
+            n.is_ready(),
+            "READY once the first attempt ended, so systemctl start returns"
+        );
+        // Host retries are capped by the heal interval.
+        for _ in 0..6 {
+            d.host_retry.failed();
+        }
+        let now = Instant::now();
+        d.after_pass(
+            Pass::Full,
+            (vec![], Err(crate::steps::StepError::failed("x"))),
+            false,
+        )
+        .unwrap();
+        assert_eq!((d.next_host - now).as_secs(), 120);
+        let e = d
+            .after_pass(
+                Pass::Full,
+                (
+                    vec![],
+                    Err(crate::steps::StepError::config("set npd.sha256")),
+                ),
+                false,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("set npd.sha256"), "{e}");
+        assert!(e.to_string().contains("config validate"), "{e}");
+    }
+
+    #[test]
+    fn after_the_identity_phase_passes_are_host_only_until_azure_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let (o, n) = (opts(), Notifier::new());
+        let mut d = daemon(&ctx, &o, &n);
+        persist(&ctx, "https://a:443");
+        // A fresh context (a restart) finds the endpoint in the journal: host pass, no Azure.
+        let ctx2 = super::tests::ctx(dir.path());
+        assert_eq!(
+            ctx2.persisted_cluster_endpoint().unwrap().server,
+            "https://a:443"
+        );
+        let mut d2 = daemon(&ctx2, &o, &n);
+        assert_eq!(d2.which_pass(), Pass::Host);
+        d2.next_azure = Some(Instant::now());
+        d2.next_host = Instant::now() + Duration::from_secs(5);
+        assert_eq!(d2.which_pass(), Pass::Azure);
+        // A full pass that succeeded schedules the Azure check.
+        d.after_pass(Pass::Full, (vec![], Ok(())), false).unwrap();
+        assert!(d.next_azure.is_some());
+        assert_eq!(d.facts.state, "running");
+    }
+
+    #[test]
+    fn host_pass_repairs_are_logged_with_what_drifted_but_waiting_is_not_a_repair() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let (o, n) = (opts(), Notifier::new());
+        let mut d = daemon(&ctx, &o, &n);
+        let reports = vec![
+            report(
+                "ContainerdInstaller",
+                Phase::Installation,
+                &["write /etc/containerd/config.toml"],
+            ),
+            report(
+                crate::steps::node_ready::NAME,
+                Phase::Activation,
+                &["wait for node"],
+            ),
+        ];
+        assert_eq!(
+            repairs(&reports),
+            [("ContainerdInstaller", "write /etc/containerd/config.toml")]
+        );
+        d.after_pass(Pass::Host, (reports, Ok(())), false).unwrap();
+        let r = d.facts.last_repair.unwrap();
+        assert_eq!(
+            (r.step.as_str(), r.what.as_str()),
+            ("ContainerdInstaller", "write /etc/containerd/config.toml")
+        );
+    }
+
+    #[test]
+    fn a_persisted_endpoint_for_another_cluster_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        persist(&ctx, "https://a:443");
+        let mut j = ctx.journal_snapshot();
+        j.cluster.as_mut().unwrap().resource_id = "/subscriptions/x/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/other".into();
+        j.save(&ctx.host).unwrap();
+        let ctx2 = super::tests::ctx(dir.path());
+        assert!(ctx2.persisted_cluster_endpoint().is_none());
+        // Writing the same endpoint twice writes the journal once.
+        let ctx3 = super::tests::ctx(dir.path());
+        persist(&ctx3, "https://b:443");
+        let path = dir.path().join("var/lib/aks-flex-node/journal.json");
+        let m1 = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!ctx3.persist_cluster_endpoint().unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), m1);
+    }
+}

@@ -141,8 +141,26 @@ pub struct Journal {
     /// Paths written since the services that read them were last (re)started.
     #[serde(default)]
     pub changed: BTreeSet<PathBuf>,
+    /// The cluster's API server and CA as the identity phase last found them: the daemon heals the host
+    /// (kubeconfig, CA) from this without calling Azure, and its Azure pass refreshes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<PersistedCluster>,
     #[serde(default)]
     next_seq: u64,
+}
+
+/// A [`super::ClusterEndpoint`] as kept in the journal, with the cluster it belongs to (a config that
+/// names another cluster does not use it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistedCluster {
+    /// `azure.targetCluster.resourceId` it was read for.
+    pub resource_id: String,
+    pub server: String,
+    /// The cluster CA, PEM (a public certificate).
+    pub ca_pem: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_service_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for Journal {
@@ -154,6 +172,7 @@ impl Default for Journal {
             log: Vec::new(),
             steps: BTreeMap::new(),
             changed: BTreeSet::new(),
+            cluster: None,
             next_seq: 1,
         }
     }

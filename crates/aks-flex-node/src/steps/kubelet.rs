@@ -18,9 +18,14 @@ const NAME: &str = "KubeletInstaller";
 /// The original agent's files this one replaces.
 pub const LEFTOVERS: [&str; 2] = ["/var/lib/kubelet/token.sh", "/etc/kubernetes/kubeconfig"];
 
-/// The API server and CA: from the identity phase, else `node.kubelet.serverURL` + `caCertData`.
+/// The API server and CA: from the identity phase of this run, else as an earlier identity phase found
+/// them (kept in the journal, so the daemon heals the host without Azure), else
+/// `node.kubelet.serverURL` + `caCertData`.
 pub fn endpoint(ctx: &Context) -> StepResult<ClusterEndpoint> {
-    if let Some(ep) = ctx.cluster_endpoint() {
+    if let Some(ep) = ctx
+        .cluster_endpoint()
+        .or_else(|| ctx.persisted_cluster_endpoint())
+    {
         return Ok(ep);
     }
     let k = &ctx.config.node.kubelet;
@@ -29,14 +34,14 @@ pub fn endpoint(ctx: &Context) -> StepResult<ClusterEndpoint> {
             let cleaned: String = ca.chars().filter(|c| !c.is_ascii_whitespace()).collect();
             let ca_pem = base64::engine::general_purpose::STANDARD
                 .decode(cleaned)
-                .map_err(|e| StepError::failed(format!("node.kubelet.caCertData is not base64: {e}")))?;
+                .map_err(|e| StepError::config(format!("node.kubelet.caCertData is not base64: {e}")))?;
             Ok(ClusterEndpoint {
                 server: server.clone(),
                 ca_pem,
                 dns_service_ip: None,
             })
         }
-        _ => Err(StepError::failed(
+        _ => Err(StepError::config(
             "the cluster's API server is unknown: run the identity phase (it fetches the cluster credentials) or set node.kubelet.serverURL and node.kubelet.caCertData",
         )),
     }

@@ -62,6 +62,11 @@ pub enum StepError {
     /// A failure with an explanation for the operator.
     #[error("{message}")]
     Failed { message: String },
+    /// The configuration cannot work as written (a missing setting, a digest nobody can supply): trying
+    /// again changes nothing until the operator edits the config, so the daemon exits 2 instead of
+    /// retrying.
+    #[error("{message}")]
+    Config { message: String },
     #[error(transparent)]
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -87,6 +92,32 @@ impl StepError {
 
     pub fn other(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         StepError::Other(Box::new(e))
+    }
+
+    pub fn config(message: impl Into<String>) -> Self {
+        StepError::Config {
+            message: message.into(),
+        }
+    }
+
+    /// True when only a change to the configuration can fix this (see [`StepError::Config`]).
+    pub fn is_config(&self) -> bool {
+        match self {
+            StepError::Config { .. } => true,
+            StepError::Other(e) => e
+                .downcast_ref::<crate::artifacts::ArtifactError>()
+                .is_some_and(|a| matches!(a, crate::artifacts::ArtifactError::NoDigest { .. })),
+            _ => false,
+        }
+    }
+
+    /// The same kind of error (configuration or not) with a message that adds where it happened.
+    fn within(self, message: String) -> Self {
+        if self.is_config() {
+            StepError::config(message)
+        } else {
+            StepError::failed(message)
+        }
     }
 }
 
@@ -138,6 +169,50 @@ impl Context {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Forget the endpoint found in this run, so the next identity pass reads it from Azure again (the
+    /// daemon's Azure pass: a rotated CA or a moved API server is noticed).
+    pub fn clear_cluster_endpoint(&self) {
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The endpoint the identity phase found in an earlier run (kept in the journal), if it was read for
+    /// the cluster the config names.
+    pub fn persisted_cluster_endpoint(&self) -> Option<ClusterEndpoint> {
+        let j = self.journal();
+        let p = j.cluster.as_ref()?;
+        if !p
+            .resource_id
+            .eq_ignore_ascii_case(&self.config.azure.target_cluster.resource_id)
+        {
+            return None;
+        }
+        Some(ClusterEndpoint {
+            server: p.server.clone(),
+            ca_pem: p.ca_pem.clone().into_bytes(),
+            dns_service_ip: p.dns_service_ip,
+        })
+    }
+
+    /// Keep this run's endpoint in the journal (written only when it differs from what is there).
+    pub fn persist_cluster_endpoint(&self) -> Result<bool, JournalError> {
+        let Some(ep) = self.cluster_endpoint() else {
+            return Ok(false);
+        };
+        let record = journal::PersistedCluster {
+            resource_id: self.config.azure.target_cluster.resource_id.clone(),
+            server: ep.server,
+            ca_pem: String::from_utf8_lossy(&ep.ca_pem).into_owned(),
+            dns_service_ip: ep.dns_service_ip,
+        };
+        let mut j = self.journal();
+        if j.cluster.as_ref() == Some(&record) {
+            return Ok(false);
+        }
+        journal::ensure_state_dir(&self.host, &mut j)?;
+        j.update(&self.host, |j| j.cluster = Some(record))?;
+        Ok(true)
     }
 
     /// An artifact already fetched (and verified) into the cache in this run.
@@ -382,6 +457,20 @@ pub struct StepReport {
     pub phase: Phase,
     #[serde(flatten)]
     pub outcome: StepOutcome,
+    /// What the applied actions did (their summaries), for the daemon's repair log.
+    #[serde(skip)]
+    pub applied: Vec<String>,
+}
+
+impl StepReport {
+    fn new(step: &dyn Step, outcome: StepOutcome) -> Self {
+        StepReport {
+            name: step.name(),
+            phase: step.phase(),
+            outcome,
+            applied: Vec::new(),
+        }
+    }
 }
 
 /// An exclusive lock on the state directory so two agents never run steps at once.
@@ -416,10 +505,10 @@ async fn plan_all_empty(
     skip: &BTreeSet<Phase>,
 ) -> StepResult<bool> {
     for step in steps.iter().filter(|s| !skip.contains(&s.phase())) {
-        let actions = step
-            .plan(ctx)
-            .await
-            .map_err(|e| StepError::failed(format!("planning step {} failed: {e}", step.name())))?;
+        let actions = step.plan(ctx).await.map_err(|e| {
+            let message = format!("planning step {} failed: {e}", step.name());
+            e.within(message)
+        })?;
         if !actions.is_empty() {
             return Ok(false);
         }
@@ -443,17 +532,15 @@ pub async fn bootstrap(
     match plan_all_empty(ctx, steps, skip).await {
         Ok(true) => {
             for s in steps {
-                reports.push(StepReport {
-                    name: s.name(),
-                    phase: s.phase(),
-                    outcome: if skip.contains(&s.phase()) {
-                        StepOutcome::Skipped
-                    } else {
-                        StepOutcome::Converged
-                    },
-                });
+                let outcome = if skip.contains(&s.phase()) {
+                    StepOutcome::Skipped
+                } else {
+                    StepOutcome::Converged
+                };
+                reports.push(StepReport::new(s.as_ref(), outcome));
             }
-            return (reports, Ok(()));
+            let result = persist_endpoint(ctx, &reports);
+            return (reports, result);
         }
         Ok(false) => {}
         Err(e) => return (reports, Err(e)),
@@ -478,37 +565,59 @@ pub async fn bootstrap(
     for step in steps {
         if skip.contains(&step.phase()) {
             tracing::info!(step = step.name(), phase = %step.phase(), "skipped (phase skipped)");
-            reports.push(StepReport {
-                name: step.name(),
-                phase: step.phase(),
-                outcome: StepOutcome::Skipped,
-            });
+            reports.push(StepReport::new(step.as_ref(), StepOutcome::Skipped));
             continue;
         }
         let result = run_step(ctx, step.as_ref()).await;
-        let outcome = match &result {
-            Ok(0) => StepOutcome::Converged,
-            Ok(n) => StepOutcome::Applied { actions: *n },
-            Err(e) => StepOutcome::Failed {
-                error: e.to_string(),
+        let mut report = StepReport::new(
+            step.as_ref(),
+            match &result {
+                Ok(done) if done.is_empty() => StepOutcome::Converged,
+                Ok(done) => StepOutcome::Applied {
+                    actions: done.len(),
+                },
+                Err(e) => StepOutcome::Failed {
+                    error: e.to_string(),
+                },
             },
-        };
-        reports.push(StepReport {
-            name: step.name(),
-            phase: step.phase(),
-            outcome,
-        });
-        if let Err(e) = result {
-            return (
-                reports,
-                Err(StepError::failed(format!(
+        );
+        match result {
+            Ok(done) => {
+                report.applied = done;
+                reports.push(report);
+                if step.phase() == Phase::Identity {
+                    if let Err(e) = persist_endpoint(ctx, &reports) {
+                        return (reports, Err(e));
+                    }
+                }
+            }
+            Err(e) => {
+                reports.push(report);
+                let message = format!(
                     "bootstrap failed at step {}: {e}\nRe-run to resume from here, or run `aks-flex-node unbootstrap` to undo what was done.",
                     step.name()
-                ))),
-            );
+                );
+                return (reports, Err(e.within(message)));
+            }
         }
     }
     (reports, Ok(()))
+}
+
+/// Once the identity phase has succeeded in this run, keep the cluster endpoint it found in the journal,
+/// so later host-only passes (the daemon after a restart, with or without Azure) can use it.
+fn persist_endpoint(ctx: &Context, reports: &[StepReport]) -> StepResult<()> {
+    let identity_ok = reports.iter().any(|r| {
+        r.phase == Phase::Identity
+            && matches!(
+                r.outcome,
+                StepOutcome::Converged | StepOutcome::Applied { .. }
+            )
+    });
+    if identity_ok {
+        ctx.persist_cluster_endpoint()?;
+    }
+    Ok(())
 }
 
 /// Log every step's notes as warnings, each once per process (the daemon re-runs bootstrap every few
@@ -547,25 +656,25 @@ fn prefetch_failed(
     step: &dyn Step,
     e: StepError,
 ) -> (Vec<StepReport>, StepResult<()>) {
-    reports.push(StepReport {
-        name: step.name(),
-        phase: step.phase(),
-        outcome: StepOutcome::Failed {
+    reports.push(StepReport::new(
+        step,
+        StepOutcome::Failed {
             error: e.to_string(),
         },
-    });
-    let err = StepError::failed(format!(
+    ));
+    let message = format!(
         "bootstrap failed at step {} (preparing its downloads, before any step ran): {e}\nRe-run once the artifact source is fixed; what was downloaded stays in the cache.",
         step.name()
-    ));
-    (reports, Err(err))
+    );
+    (reports, Err(e.within(message)))
 }
 
-async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<usize> {
+/// Apply one step's plan; returns the summaries of the actions it applied (empty: converged).
+async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<Vec<String>> {
     let actions = step.plan(ctx).await?;
     if actions.is_empty() {
         tracing::info!(step = step.name(), "up to date");
-        return Ok(0);
+        return Ok(Vec::new());
     }
     tracing::info!(
         step = step.name(),
@@ -597,7 +706,7 @@ async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<usize> {
     if journaled {
         ctx.journal().set_step(&ctx.host, step.name(), n, None)?;
     }
-    Ok(n)
+    Ok(actions.iter().map(Action::summary).collect())
 }
 
 /// Apply one action, journaling how to undo it first.
