@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
+use super::metrics::Metrics;
 use super::notify::Notifier;
 use super::status::{self, DaemonFacts, Repair};
 use crate::steps::{self, Context, Phase, Step, StepOutcome, StepReport};
@@ -175,6 +176,7 @@ struct Daemon<'a> {
     host_retry: Retry,
     azure_retry: Retry,
     bootstrapped: bool,
+    metrics: std::sync::Arc<Metrics>,
 }
 
 /// Run until `shutdown` resolves (`Ok`, exit 0) or a configuration error (`Err`, exit 2).
@@ -199,7 +201,15 @@ pub async fn run(
         host_retry: Retry::new(RETRY_MAX, opts.jitter),
         azure_retry: Retry::new(AZURE_RETRY_MAX.min(opts.azure_every), opts.jitter),
         bootstrapped: false,
+        metrics: std::sync::Arc::new(Metrics::new()),
     };
+    if let Some(addr) = &ctx.config.agent.metrics_address {
+        match super::metrics::serve(&ctx.host, addr, d.metrics.clone()).await {
+            Ok(()) => tracing::info!("serving metrics at {addr}/metrics"),
+            // Not fatal: the node matters more than its metrics; the error says what to fix.
+            Err(e) => tracing::error!("{e}; running without metrics"),
+        }
+    }
     if d.identity_done() && !opts.skip.contains(&Phase::Identity) {
         // Bootstrapped before: heal the host now from the journal, ask Azure later.
         d.next_azure = Some(Instant::now() + opts.azure_every);
@@ -229,6 +239,7 @@ pub async fn run(
         }
         let pass = d.which_pass();
         let endpoint_before = ctx.persisted_cluster_endpoint();
+        let started = Instant::now();
         let outcome = {
             let run = d.run_pass(pass);
             tokio::pin!(run);
@@ -246,6 +257,12 @@ pub async fn run(
             }
         };
         let endpoint_changed = ctx.persisted_cluster_endpoint() != endpoint_before;
+        d.metrics.record_pass(
+            pass.name(),
+            outcome.1.is_ok(),
+            started.elapsed(),
+            &outcome.0,
+        );
         d.after_pass(pass, outcome, endpoint_changed)?;
         d.write_status().await;
     }
@@ -296,6 +313,7 @@ impl Daemon<'_> {
         if pass == Pass::Host {
             for (step, what) in repairs(&reports) {
                 tracing::warn!(step, "repaired drift: {what}");
+                self.metrics.record_repair(step);
                 self.facts.last_repair = Some(Repair {
                     step: step.to_string(),
                     what: what.to_string(),
@@ -503,6 +521,7 @@ mod tests {
             host_retry: Retry::new(RETRY_MAX, false),
             azure_retry: Retry::new(AZURE_RETRY_MAX.min(opts.azure_every), false),
             bootstrapped: false,
+            metrics: std::sync::Arc::new(Metrics::new()),
         }
     }
 
@@ -518,6 +537,7 @@ mod tests {
                 }
             },
             applied: applied.iter().map(|s| s.to_string()).collect(),
+            elapsed: Duration::ZERO,
         }
     }
 

@@ -508,6 +508,11 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         }),
     };
     let log_dir = b.abs_path("agent.logDir", ag.log_dir, DEFAULT_LOG_DIR);
+    let agent_metrics = given(ag.metrics_address).and_then(|a| {
+        MetricsAddress::parse(&a)
+            .map_err(|e| b.bad("agent.metricsAddress", Some(&a), e))
+            .ok()
+    });
     let (name_src, name_field) = match given(ag.node_name) {
         Some(n) => (n, "agent.nodeName"),
         None => (opts.hostname.trim().to_string(), "host name"),
@@ -941,6 +946,7 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
                 log_level,
                 log_dir,
                 node_name,
+                metrics_address: agent_metrics,
             },
             kubernetes,
             containerd,

@@ -162,6 +162,10 @@ pub struct AgentFile {
     pub log_dir: Option<String>,
     /// Kubernetes node name (default: the host name), normalised to RFC 1123 lower case.
     pub node_name: Option<String>,
+    /// Serve Prometheus metrics here: a loopback `IP:PORT` (e.g. `127.0.0.1:9469`) or
+    /// `unix:/ABSOLUTE/PATH`. Off when absent. The endpoint has no authentication, so other addresses are
+    /// refused.
+    pub metrics_address: Option<String>,
     /// Newer-shape key accepted for compatibility; not supported, ignored with a warning.
     pub machine_client: Option<serde_json::Value>,
     /// Newer-shape key accepted for compatibility; not supported, ignored with a warning.

@@ -277,6 +277,48 @@ pub struct AgentConfig {
     pub log_dir: PathBuf,
     /// Kubernetes node name (RFC 1123, lower case).
     pub node_name: String,
+    /// Where the daemon serves metrics; `None` = off.
+    pub metrics_address: Option<MetricsAddress>,
+}
+
+/// A listen address for the metrics endpoint: loopback TCP or a unix socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsAddress {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl MetricsAddress {
+    /// `IP:PORT` with a loopback IP, or `unix:/absolute/path`.
+    pub fn parse(s: &str) -> Result<MetricsAddress, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return if path.starts_with('/') && !path.contains('\0') {
+                Ok(MetricsAddress::Unix(PathBuf::from(path)))
+            } else {
+                Err("is not a usable unix socket; expected unix:/ABSOLUTE/PATH".into())
+            };
+        }
+        match s.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => Ok(MetricsAddress::Tcp(a)),
+            Ok(_) => Err("is not a loopback address; the metrics endpoint has no authentication, so it listens only on 127.0.0.1, [::1] or a unix socket (unix:/run/aks-flex-node/metrics.sock)".into()),
+            Err(_) => Err("is not an address; expected IP:PORT on loopback (e.g. 127.0.0.1:9469) or unix:/ABSOLUTE/PATH".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for MetricsAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsAddress::Tcp(a) => write!(f, "{a}"),
+            MetricsAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for MetricsAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Kubernetes binaries.
@@ -548,5 +590,49 @@ mod tests {
                 .as_deref(),
             Some("\"AzureUSGovernmentCloud\"")
         );
+    }
+}
+
+#[cfg(test)]
+mod metrics_address_tests {
+    use super::MetricsAddress;
+    use proptest::prelude::*;
+
+    #[test]
+    fn loopback_and_unix_sockets_only() {
+        assert_eq!(
+            MetricsAddress::parse("127.0.0.1:9469").unwrap().to_string(),
+            "127.0.0.1:9469"
+        );
+        assert_eq!(
+            MetricsAddress::parse("[::1]:9469").unwrap().to_string(),
+            "[::1]:9469"
+        );
+        assert_eq!(
+            MetricsAddress::parse("unix:/run/aks-flex-node/metrics.sock").unwrap(),
+            MetricsAddress::Unix("/run/aks-flex-node/metrics.sock".into())
+        );
+        for (bad, why) in [
+            ("0.0.0.0:9469", "not a loopback"),
+            ("10.0.0.4:9469", "not a loopback"),
+            ("unix:metrics.sock", "ABSOLUTE"),
+            ("localhost:9469", "not an address"),
+            ("127.0.0.1", "not an address"),
+        ] {
+            let e = MetricsAddress::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_socket_address_is_accepted_exactly_when_loopback(ip in any::<std::net::IpAddr>(), port in any::<u16>()) {
+            let a = std::net::SocketAddr::new(ip, port);
+            let parsed = MetricsAddress::parse(&a.to_string());
+            prop_assert_eq!(parsed.is_ok(), ip.is_loopback());
+            if let Ok(m) = parsed {
+                prop_assert_eq!(MetricsAddress::parse(&m.to_string()).unwrap(), m);
+            }
+        }
     }
 }

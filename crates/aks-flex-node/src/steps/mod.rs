@@ -460,6 +460,9 @@ pub struct StepReport {
     /// What the applied actions did (their summaries), for the daemon's repair log.
     #[serde(skip)]
     pub applied: Vec<String>,
+    /// How long the step took (planning and applying).
+    #[serde(skip)]
+    pub elapsed: std::time::Duration,
 }
 
 impl StepReport {
@@ -469,6 +472,7 @@ impl StepReport {
             phase: step.phase(),
             outcome,
             applied: Vec::new(),
+            elapsed: std::time::Duration::ZERO,
         }
     }
 }
@@ -568,6 +572,7 @@ pub async fn bootstrap(
             reports.push(StepReport::new(step.as_ref(), StepOutcome::Skipped));
             continue;
         }
+        let started = std::time::Instant::now();
         let result = run_step(ctx, step.as_ref()).await;
         let mut report = StepReport::new(
             step.as_ref(),
@@ -581,6 +586,7 @@ pub async fn bootstrap(
                 },
             },
         );
+        report.elapsed = started.elapsed();
         match result {
             Ok(done) => {
                 report.applied = done;
