@@ -468,3 +468,114 @@ async fn agent_exits_2_on_a_configuration_error_found_while_bootstrapping() {
         .await;
     assert!(!m.contains("READY=1"), "{m:?}");
 }
+
+/// Crash consistency: killed (SIGKILL) once at every action boundary of a bootstrap - right after the
+/// journal marks the action pending, and right after the action before the journal marks it done - and
+/// re-run each time, bootstrap still converges to the same files as an uninterrupted one, a further run
+/// changes nothing, and unbootstrap restores the root exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_killed_at_every_action_boundary_still_converges_and_unbootstraps_exactly() {
+    use std::os::unix::process::ExitStatusExt;
+    let server = ArtifactServer::start().await;
+    let fx = Fixtures::tiny();
+    fx.serve(&server);
+    let cfgdir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        cfgdir.path(),
+        &config_json(&server.base, &fx, serde_json::json!({})),
+    );
+    let setup = |r: &Path| {
+        put(r, "/usr/bin/runc", b"old runc", 0o755);
+        put(r, "/etc/hostname", b"flex-node-1\n", 0o644);
+        std::fs::create_dir_all(r.join("var/cache")).unwrap();
+    };
+    // Host state only: the journal's own log and the agent's log differ between the two runs by design.
+    let host_state = |r: &Path| {
+        let mut t = tree(r, false);
+        t.retain(|k, _| !k.starts_with("var/lib/aks-flex-node"));
+        t
+    };
+
+    let clean = tempfile::tempdir().unwrap();
+    setup(clean.path());
+    let out = cli(
+        clean.path(),
+        &config,
+        &["bootstrap", "--skip-phase", "identity"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    setup(r);
+    let before = tree(r, false);
+    let crash_file = cfgdir.path().join("crash-points");
+    let mut kills = 0;
+    loop {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_aks-flex-node"))
+            .args(["bootstrap", "--skip-phase", "identity", "--root"])
+            .arg(r)
+            .arg("--config")
+            .arg(&config)
+            .env("NO_COLOR", "1")
+            .env("AKS_FLEX_NODE_TEST_CRASH_FILE", &crash_file)
+            .output()
+            .await
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "a run failed other than by the injected kill after {kills} kills:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        kills += 1;
+        assert!(kills < 400, "no convergence after {kills} kills");
+    }
+    let points = std::fs::read_to_string(&crash_file).unwrap();
+    assert_eq!(points.lines().count(), kills);
+    assert!(kills >= 20, "too few action boundaries crossed: {points}");
+    eprintln!("killed {kills} times");
+    for want in ["| before", "| after", "Runc_Installer", "ServicesEnabled"] {
+        assert!(
+            points.contains(want),
+            "no crash point with {want:?}: {points}"
+        );
+    }
+    let d = diff(&host_state(clean.path()), &host_state(r));
+    assert!(
+        d.is_empty(),
+        "the crashed bootstrap differs from a clean one: {d:#?}"
+    );
+    let converged = tree(r, true);
+    let out = cli(r, &config, &["bootstrap", "--skip-phase", "identity"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        diff(&converged, &tree(r, true)).is_empty(),
+        "a run after convergence wrote files"
+    );
+
+    let out = cli(r, &config, &["unbootstrap"]).await;
+    assert!(
+        out.status.success(),
+        "unbootstrap after {kills} crashes failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = diff(&before, &tree(r, false));
+    assert!(
+        d.is_empty(),
+        "unbootstrap after crashes did not restore the root: {d:#?}"
+    );
+}

@@ -99,6 +99,17 @@ pub const UNIT_STATUS_PROPERTIES: [&str; 7] = [
 
 /// Parse `systemctl show -p ...` output (`Key=Value` lines). Unknown keys are ignored, missing or
 /// unparsable numbers read as 0.
+/// End this process at once with SIGKILL, as a crash or the OOM killer would (no destructors, no flush):
+/// the crash-point fault injection of the real-node suite.
+pub fn kill_self() -> ! {
+    // SAFETY: raise(3) with a valid signal number has no memory-safety preconditions.
+    unsafe {
+        libc::raise(libc::SIGKILL);
+    }
+    // SIGKILL cannot be caught or ignored; this is not reached.
+    std::process::abort()
+}
+
 pub fn parse_unit_status(text: &str) -> UnitStatus {
     let mut st = UnitStatus::default();
     for line in text.lines() {

@@ -701,7 +701,9 @@ async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<Vec<String>> {
             j.begin(&ctx.host, step.name(), action.summary())?
         };
         tracing::info!(step = step.name(), "{}", action.summary());
+        crash_point(step.name(), action, "before");
         let res = apply(ctx, step, action).await;
+        crash_point(step.name(), action, "after");
         let mut j = ctx.journal();
         j.finish(&ctx.host, seq, res.as_ref().err().map(|e| e.to_string()))?;
         if let Err(e) = res {
@@ -713,6 +715,43 @@ async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<Vec<String>> {
         ctx.journal().set_step(&ctx.host, step.name(), n, None)?;
     }
     Ok(actions.iter().map(Action::summary).collect())
+}
+
+/// Names the file for the real-node suite's crash scenario (test-only; unset in production).
+pub const CRASH_FILE_ENV: &str = "AKS_FLEX_NODE_TEST_CRASH_FILE";
+/// At most this many crashes per file, so an action whose summary changes each run cannot loop forever.
+const CRASH_MAX: usize = 400;
+
+/// Fault injection for the crash scenario of the real-node suite: when [`CRASH_FILE_ENV`] names a file,
+/// the agent kills itself (SIGKILL: no cleanup, no flush) at the first action boundary - right after the
+/// journal records the action as pending, or right after the action, before the journal records it done
+/// - that the file does not list yet, appending it first. Restarted by systemd each time, the agent
+/// thereby dies once at every boundary of a bootstrap and must still converge.
+fn crash_point(step: &str, action: &Action, when: &str) {
+    let Some(file) = std::env::var_os(CRASH_FILE_ENV) else {
+        return;
+    };
+    let point = format!("{step} | {} | {when}", action.summary().replace('\n', " "));
+    // The file is the test's, not host state: it is read and written as named, also in a sandbox root.
+    let seen = std::fs::read_to_string(&file).unwrap_or_default();
+    if seen.lines().count() >= CRASH_MAX || seen.lines().any(|l| l == point) {
+        return;
+    }
+    use std::io::Write;
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+    {
+        Ok(mut f) => {
+            if writeln!(f, "{point}").and_then(|_| f.sync_all()).is_err() {
+                return;
+            }
+        }
+        Err(_) => return,
+    }
+    tracing::warn!("test crash point: killing this process at {point}");
+    crate::host::kill_self();
 }
 
 /// Apply one action, journaling how to undo it first.
