@@ -50,16 +50,21 @@ pub struct DaemonFacts {
     pub state: String,
     /// When the last host re-convergence pass finished.
     #[schemars(with = "Option<String>")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_pass: Option<DateTime<Utc>>,
     /// The last thing the daemon repaired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_repair: Option<Repair>,
-    /// The last error the daemon met (kept after it recovered; `state` says whether it still fails).
+    /// The last error the daemon met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// When the daemon tries again (state `retrying`).
     #[schemars(with = "Option<String>")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_retry: Option<DateTime<Utc>>,
     /// When the Azure side was last re-checked.
     #[schemars(with = "Option<String>")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_azure_pass: Option<DateTime<Utc>>,
 }
 
@@ -612,7 +617,7 @@ async fn api_server(host: &Host, node: &str) -> ApiLook {
                 .unwrap_or_else(|| "no Ready condition reported yet".into());
             out.problems.push(format!(
                 "node {node} is NotReady on {server} ({ready}): {}",
-                node_ready::likely_cause(&NodeView::NotReady(conds.clone()), &ready)
+                cause(&NodeView::NotReady(conds.clone()), &ready)
             ));
             out.conditions = conds;
         }
@@ -631,7 +636,7 @@ async fn api_server(host: &Host, node: &str) -> ApiLook {
                 "cannot see node {node} on {server}: {}{}; likely cause: {}",
                 status.map(|s| format!("HTTP {s}: ")).unwrap_or_default(),
                 message.trim(),
-                node_ready::likely_cause(&view, "")
+                cause(&view, "")
             ));
         }
         Err(_) => out.problems.push(format!(
@@ -640,6 +645,17 @@ async fn api_server(host: &Host, node: &str) -> ApiLook {
         )),
     }
     out
+}
+
+/// The likely cause of what the API server shows; its fallback points at the kubelet's journal, which
+/// `status` does not print.
+fn cause(view: &NodeView, text: &str) -> String {
+    let c = node_ready::likely_cause(view, text);
+    if c.contains("journal lines above") {
+        "check `journalctl -u kubelet` for why".into()
+    } else {
+        c
+    }
 }
 
 /// Whether `program` (a path, or a name looked up on PATH) exists. Commands are not rooted, so this
@@ -735,13 +751,7 @@ fn human_age(secs: i64) -> String {
 pub fn render_text(st: &Status) -> String {
     use std::fmt::Write;
     let now = st.last_updated;
-    let ago = |t: DateTime<Utc>| {
-        format!(
-            "{} ({} ago)",
-            t.format("%Y-%m-%d %H:%M:%SZ"),
-            human_age((now - t).num_seconds())
-        )
-    };
+    let ago = |t: DateTime<Utc>| format!("{} ago", human_age((now - t).num_seconds()));
     let yes = |b: bool, y: &str, n: &str| if b { y.to_string() } else { n.to_string() };
     let mut rows: Vec<(&str, String)> = Vec::new();
     rows.push((
@@ -837,7 +847,7 @@ pub fn render_text(st: &Status) -> String {
     if let Some(r) = &st.last_repair {
         rows.push((
             "last repair",
-            format!("{}: {} at {}", r.step, r.what, ago(r.at)),
+            format!("{}: {} ({})", r.step, r.what, ago(r.at)),
         ));
     }
     if let Some(e) = &st.last_error {
