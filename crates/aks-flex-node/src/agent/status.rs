@@ -79,21 +79,23 @@ pub struct Repair {
 }
 
 /// `healthy`: nothing in `problems`. `degraded`: at least one problem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Healthy,
+    #[default]
     Degraded,
 }
 
 /// The node's `Ready` condition as the API server reports it, in the original's words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Readiness {
     /// The Node object's `Ready` condition is `True`.
     Ready,
     /// The Node object exists and is not `Ready`.
     NotReady,
     /// The API server could not be asked, or has no such node.
+    #[default]
     Unknown,
 }
 
@@ -163,9 +165,9 @@ pub struct CredentialExpiry {
     pub arc_token: Option<DateTime<Utc>>,
 }
 
-/// Everything `status` reports.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+/// Everything `status` reports. Reading tolerates missing fields (a file from another agent version).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
 pub struct Status {
     /// `kubelet --version` without the `v`, or `unknown`.
     pub kubelet_version: String,
@@ -1290,6 +1292,18 @@ users:
         let back = read(&n.ctx.host).unwrap();
         assert_eq!(back.last_updated, st.last_updated);
         assert_eq!(back.problems, st.problems);
+        // A file from another agent version, with fewer fields, still gives the daemon's facts.
+        std::fs::write(
+            &file,
+            r#"{"lastUpdated": "2026-12-03T10:00:00Z", "daemon": {"state": "retrying", "futureField": 1}}"#,
+        )
+        .unwrap();
+        let partial = read(&n.ctx.host).unwrap();
+        assert_eq!(partial.daemon.unwrap().state, "retrying");
+        assert_eq!(
+            partial.last_updated,
+            "2026-12-03T10:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
         std::fs::write(&file, "{not json").unwrap();
         assert!(read(&n.ctx.host).is_none(), "an unreadable file is no file");
     }
