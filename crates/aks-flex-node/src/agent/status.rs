@@ -251,22 +251,15 @@ pub async fn collect(ctx: &Context, facts: Option<&DaemonFacts>) -> Status {
         arc(ctx),
     );
 
-    let mut versions = Vec::new();
-    for (name, v) in [
-        ("kubelet", kubelet_v),
-        ("runc", runc_v),
-        ("containerd", containerd_v),
-    ] {
-        match v {
-            Ok(v) => versions.push(v),
-            Err(p) => {
-                problems.push(format!("{name}: {p}"));
-                versions.push(UNKNOWN.to_string());
-            }
-        }
-    }
-    let [kubelet_version, runc_version, containerd_version]: [String; 3] =
-        versions.try_into().unwrap_or_else(|_| unreachable!());
+    let mut known = |name: &str, v: Result<String, String>| {
+        v.unwrap_or_else(|p| {
+            problems.push(format!("{name}: {p}"));
+            UNKNOWN.to_string()
+        })
+    };
+    let kubelet_version = known("kubelet", kubelet_v);
+    let runc_version = known("runc", runc_v);
+    let containerd_version = known("containerd", containerd_v);
 
     let kubelet_running = unit_problem("kubelet", kubelet_unit, &mut problems);
     let containerd_running = unit_problem("containerd", containerd_unit, &mut problems);
