@@ -388,7 +388,10 @@ pub fn stale_problem(written: DateTime<Utc>, now: DateTime<Utc>) -> Option<Strin
 /// Write the status atomically (0644), creating `/run/aks-flex-node` (0755) if needed.
 pub fn write(host: &Host, status: &Status) -> Result<(), FsError> {
     host.fs.create_dir_all(Path::new(STATUS_DIR), 0o755)?;
-    let mut body = serde_json::to_vec_pretty(status).unwrap_or_default();
+    // Serializing these types cannot fail (string keys only); never write an empty file regardless.
+    let Ok(mut body) = serde_json::to_vec_pretty(status) else {
+        return Ok(());
+    };
     body.push(b'\n');
     host.fs
         .write_atomic(Path::new(STATUS_PATH), &body, 0o644, None)
