@@ -113,10 +113,22 @@ pub enum Command {
         only: Vec<String>,
     },
 
-    /// Show node, runtime and Arc status (not implemented yet).
+    /// Show the node's health: runtime versions and services, readiness on the API server, Arc,
+    /// bootstrap steps and the agent daemon's last pass.
+    ///
+    /// Looks at everything live (read-only, each probe bounded to a few seconds) and takes the daemon's
+    /// facts from /run/aks-flex-node/status.json. Exit 0 healthy, 1 degraded (the problems are listed).
+    ///
+    /// Examples:
+    ///   sudo aks-flex-node status
+    ///   sudo aks-flex-node status -o json | jq .problems
+    ///   aks-flex-node status --schema
     Status {
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
+        /// Print the JSON Schema of the status (`-o json` and the status file) and exit. Needs no config.
+        #[arg(long)]
+        schema: bool,
     },
 
     /// Check the machine and the configuration before bootstrap (not implemented yet).

@@ -16,11 +16,41 @@ use crate::host::{CommandSpec, Host};
 pub const INSTALL_HINT: &str = "install the Azure Connected Machine agent first: \
     curl -fsSLo /tmp/install_linux_azcmagent.sh https://gbl.his.arc.azure.com/azcmagent-linux && sudo bash /tmp/install_linux_azcmagent.sh";
 
-/// What `azcmagent show -j` says about this machine.
+/// What `azcmagent show -j` says about this machine. Every field but `connected` is optional: an empty or
+/// missing value (older agents, a disconnected machine) reads as `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentStatus {
     pub connected: bool,
     pub resource_id: Option<String>,
+    /// `resourceName`: the Arc machine's name.
+    pub resource_name: Option<String>,
+    /// `resourceGroup`.
+    pub resource_group: Option<String>,
+    /// `location`.
+    pub location: Option<String>,
+    /// `lastHeartbeat`, as printed (RFC 3339).
+    pub last_heartbeat: Option<String>,
+}
+
+/// Parse the JSON `azcmagent show -j` prints.
+pub fn parse_show(v: &serde_json::Value) -> AgentStatus {
+    let text = |k: &str| {
+        v[k].as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    AgentStatus {
+        connected: v["status"]
+            .as_str()
+            .unwrap_or("")
+            .eq_ignore_ascii_case("Connected"),
+        resource_id: text("resourceId"),
+        resource_name: text("resourceName"),
+        resource_group: text("resourceGroup"),
+        location: text("location"),
+        last_heartbeat: text("lastHeartbeat"),
+    }
 }
 
 /// Arguments for `azcmagent connect` (besides the token).
@@ -79,14 +109,7 @@ impl Azcmagent<'_> {
         let v: serde_json::Value = serde_json::from_str(&out.stdout).map_err(|e| {
             AzureError::Other(format!("`{} show -j` printed no JSON: {e}", self.program))
         })?;
-        let status = v["status"].as_str().unwrap_or("");
-        Ok(AgentStatus {
-            connected: status.eq_ignore_ascii_case("Connected"),
-            resource_id: v["resourceId"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_string),
-        })
+        Ok(parse_show(&v))
     }
 
     /// `azcmagent connect --config <0600 file>`; the file holds every flag including the token.
@@ -161,5 +184,31 @@ impl Azcmagent<'_> {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_output_is_read_tolerantly() {
+        let full = serde_json::json!({
+            "resourceName": "edge-1", "resourceGroup": "rg", "location": "westus",
+            "resourceId": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.HybridCompute/machines/edge-1",
+            "status": "Connected", "lastHeartbeat": "2026-12-03T10:00:00Z", "agentVersion": "1.50"
+        });
+        let st = parse_show(&full);
+        assert!(st.connected);
+        assert_eq!(st.resource_name.as_deref(), Some("edge-1"));
+        assert_eq!(st.resource_group.as_deref(), Some("rg"));
+        assert_eq!(st.location.as_deref(), Some("westus"));
+        assert_eq!(st.last_heartbeat.as_deref(), Some("2026-12-03T10:00:00Z"));
+        assert!(st.resource_id.unwrap().ends_with("/machines/edge-1"));
+
+        // A disconnected agent prints empty strings; an older one leaves fields out.
+        let sparse =
+            serde_json::json!({"status": "Disconnected", "resourceName": "", "location": 7});
+        assert_eq!(parse_show(&sparse), AgentStatus::default());
     }
 }

@@ -4,6 +4,7 @@
 mod artifacts;
 mod bootstrap;
 mod config_cmd;
+mod status;
 mod token;
 mod unbootstrap;
 mod version;
@@ -46,7 +47,19 @@ impl CliError {
             error: e.into(),
         }
     }
+    /// Exit with `code` without printing an error: the command's output already said what is wrong.
+    pub fn quiet(code: u8) -> Self {
+        CliError {
+            code,
+            error: anyhow::Error::new(Quiet),
+        }
+    }
 }
+
+/// Marks a [`CliError::quiet`] error: nothing more to print.
+#[derive(Debug, thiserror::Error)]
+#[error("(reported above)")]
+struct Quiet;
 
 pub type CmdResult = Result<(), CliError>;
 
@@ -55,7 +68,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     match dispatch(cli).await {
         Ok(()) => ExitCode::from(exit::OK),
         Err(e) => {
-            eprintln!("error: {:#}", e.error);
+            if !e.error.is::<Quiet>() {
+                eprintln!("error: {:#}", e.error);
+            }
             ExitCode::from(e.code)
         }
     }
@@ -78,7 +93,8 @@ async fn dispatch(cli: Cli) -> CmdResult {
             return Ok(());
         }
         Command::Token => return token::run(&cli.root).await,
-        Command::Status { .. } | Command::Preflight { .. } => {
+        Command::Status { schema: true, .. } => return status::schema(),
+        Command::Preflight { .. } => {
             return Err(CliError::usage(anyhow::anyhow!(
                 "`{}` is not implemented yet in this version of aks-flex-node (it is planned; see the README's command table)",
                 command_name(&cli.command)
@@ -114,7 +130,10 @@ async fn dispatch(cli: Cli) -> CmdResult {
 
     let level = level.unwrap_or_else(|| level_of(&cfg));
     let log_dir = cfg.agent.log_dir.clone();
-    let wants_file = !matches!(cli.command, Command::Config(_) | Command::Plan { .. });
+    let wants_file = !matches!(
+        cli.command,
+        Command::Config(_) | Command::Plan { .. } | Command::Status { .. }
+    );
     crate::logging::init(
         level,
         cli.no_color,
@@ -145,6 +164,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Command::Agent { skip_phase, only } => {
             bootstrap::agent(cfg, host, skip(skip_phase), select(&only)?).await
         }
+        Command::Status { output, .. } => status::run(cfg, host, output).await,
         _ => unreachable!("handled above"),
     }
 }
