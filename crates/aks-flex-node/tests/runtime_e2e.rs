@@ -438,6 +438,19 @@ async fn agent_retries_a_failed_bootstrap_reports_it_and_stops_cleanly() {
         String::from_utf8_lossy(&out.stderr)
     );
     notify.wait_for("STOPPING=1", 5).await;
+
+    // Unbootstrap takes the stopped daemon's status file with it.
+    let out = cli(r, &config, &["unbootstrap"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !status_file.exists(),
+        "unbootstrap left {}",
+        status_file.display()
+    );
 }
 
 /// A configuration error no retry can fix ends the daemon with exit 2 (the unit's

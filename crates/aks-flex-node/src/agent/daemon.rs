@@ -407,6 +407,10 @@ impl Daemon<'_> {
 
     async fn write_status(&self) {
         let s = status::collect(self.ctx, Some(&self.facts)).await;
+        self.metrics
+            .set_healthy(s.health == status::Health::Healthy);
+        self.metrics
+            .set_token_expiry(s.credential_expiry.arc_token.map(|t| t.timestamp()));
         if let Err(e) = status::write(&self.ctx.host, &s) {
             tracing::warn!("cannot write the status file {}: {e}", status::STATUS_PATH);
         }

@@ -27,10 +27,11 @@ pub async fn unbootstrap(
     // A running (or restarting) agent would re-bootstrap what we remove: stop it first, in any state.
     let masked = stop_agent(&host).await.map_err(CliError::failed)?;
     let ctx = context(cfg.clone(), host.clone())?;
+    // The stopped daemon's runtime files: its status file and metrics socket.
+    let mut problems: Vec<String> = remove_daemon_files(&host, &cfg);
     let journal = ctx.journal_snapshot();
     let bootstrapped = !journal.is_empty();
     let expected_gone = created_paths(&journal);
-    let mut problems: Vec<String> = Vec::new();
 
     let node = &cfg.agent.node_name;
     if delete_node && bootstrapped {
@@ -137,6 +138,23 @@ async fn stop_agent(host: &Host) -> Result<bool, HostError> {
         }
     };
     Ok(masked)
+}
+
+/// Remove what the daemon keeps under /run while it runs (it is stopped by now); problems are returned.
+fn remove_daemon_files(host: &Host, cfg: &Config) -> Vec<String> {
+    let mut paths = vec![PathBuf::from(crate::agent::status::STATUS_PATH)];
+    if let Some(crate::config::MetricsAddress::Unix(p)) = &cfg.agent.metrics_address {
+        paths.push(p.clone());
+    }
+    paths
+        .iter()
+        .filter_map(|p| {
+            host.fs
+                .remove_file(p)
+                .err()
+                .map(|e| format!("removing {}: {e}", p.display()))
+        })
+        .collect()
 }
 
 /// Delete the Node object with the kubelet's own credential, while the identity still exists. The kubelet
