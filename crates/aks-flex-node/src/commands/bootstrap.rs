@@ -99,13 +99,24 @@ fn print_reports(reports: &[StepReport]) {
     }
 }
 
+/// Bootstrap once: the preflight checks first (an error stops it before any change, unless named in
+/// `ignore`), then every step.
 pub async fn bootstrap(
     cfg: Arc<Config>,
     host: Arc<Host>,
     skip: BTreeSet<Phase>,
     steps: Vec<Box<dyn Step>>,
+    ignore: crate::preflight::IgnoreSet,
 ) -> CmdResult {
     let ctx = context(cfg, host)?;
+    let opts = crate::preflight::Options::for_bootstrap(ignore, &skip, &steps);
+    let report = crate::preflight::run_with(&ctx, &opts).await;
+    for w in report.warnings() {
+        tracing::warn!(check = %w.name, "preflight: {} (fix: {})", w.message, w.remediation);
+    }
+    if !report.errors().is_empty() {
+        return Err(CliError::failed(anyhow::anyhow!("{}", report.refusal())));
+    }
     let mut shutdown = Shutdown::install();
     let (reports, result) = tokio::select! {
         r = steps::bootstrap(&ctx, &steps, &skip) => r,

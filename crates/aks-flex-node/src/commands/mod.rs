@@ -4,6 +4,7 @@
 mod artifacts;
 mod bootstrap;
 mod config_cmd;
+mod preflight;
 mod token;
 mod unbootstrap;
 mod version;
@@ -78,7 +79,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
             return Ok(());
         }
         Command::Token => return token::run(&cli.root).await,
-        Command::Status { .. } | Command::Preflight { .. } => {
+        Command::Status { .. } => {
             return Err(CliError::usage(anyhow::anyhow!(
                 "`{}` is not implemented yet in this version of aks-flex-node (it is planned; see the README's command table)",
                 command_name(&cli.command)
@@ -114,7 +115,10 @@ async fn dispatch(cli: Cli) -> CmdResult {
 
     let level = level.unwrap_or_else(|| level_of(&cfg));
     let log_dir = cfg.agent.log_dir.clone();
-    let wants_file = !matches!(cli.command, Command::Config(_) | Command::Plan { .. });
+    let wants_file = !matches!(
+        cli.command,
+        Command::Config(_) | Command::Plan { .. } | Command::Preflight { .. }
+    );
     crate::logging::init(
         level,
         cli.no_color,
@@ -135,16 +139,42 @@ async fn dispatch(cli: Cli) -> CmdResult {
             skip_phase,
             only,
         } => bootstrap::plan(cfg, host, output, skip(skip_phase), select(&only)?).await,
-        Command::Bootstrap { skip_phase, only } => {
-            bootstrap::bootstrap(cfg, host, skip(skip_phase), select(&only)?).await
+        Command::Preflight {
+            output,
+            skip_phase,
+            ignore_preflight_errors,
+        } => {
+            preflight::run(
+                cfg,
+                host,
+                output,
+                skip(skip_phase),
+                crate::preflight::IgnoreSet::parse(&ignore_preflight_errors),
+            )
+            .await
+        }
+        Command::Bootstrap {
+            skip_phase,
+            only,
+            ignore_preflight_errors,
+        } => {
+            bootstrap::bootstrap(
+                cfg,
+                host,
+                skip(skip_phase),
+                select(&only)?,
+                crate::preflight::IgnoreSet::parse(&ignore_preflight_errors),
+            )
+            .await
         }
         Command::Unbootstrap {
             verify,
             delete_node,
         } => unbootstrap::unbootstrap(cfg, host, verify, delete_node).await,
-        Command::Agent { skip_phase, only } => {
-            bootstrap::agent(cfg, host, skip(skip_phase), select(&only)?).await
-        }
+        // --ignore-preflight-errors is accepted; the daemon does not run preflight yet.
+        Command::Agent {
+            skip_phase, only, ..
+        } => bootstrap::agent(cfg, host, skip(skip_phase), select(&only)?).await,
         _ => unreachable!("handled above"),
     }
 }
