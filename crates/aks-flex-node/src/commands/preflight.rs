@@ -27,10 +27,7 @@ pub async fn run(
             "cannot read the agent's journal{hint}: {e}"
         ))
     })?;
-    let skip_azure = skip
-        .contains(&Phase::Identity)
-        .then(|| "the identity phase is skipped (--skip-phase identity)".to_string());
-    let report = preflight::run_with(&ctx, &Options { ignore, skip_azure }).await;
+    let report = preflight::run_with(&ctx, &Options::for_phases(ignore, &skip)).await;
     match output {
         Output::Json => println!(
             "{}",

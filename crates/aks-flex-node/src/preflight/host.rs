@@ -22,6 +22,22 @@ pub const MIN_DISK_GB: u64 = 25;
 /// Where the disk space is looked at.
 pub const DATA_DIR: &str = "/var/lib";
 
+/// The host checks' names and severities as listed when they are all skipped (the port checks then
+/// appear as one `Ports` line).
+pub const NAMES: [(&str, Severity); 11] = [
+    ("OS", Severity::Warning),
+    ("Arch", Severity::Error),
+    ("CPU", Severity::Warning),
+    ("Memory", Severity::Warning),
+    ("DiskSpace", Severity::Warning),
+    ("Swap", Severity::Warning),
+    ("CgroupVersion", Severity::Error),
+    ("CgroupDriver", Severity::Error),
+    ("Ports", Severity::Error),
+    ("RequiredPrograms", Severity::Error),
+    ("ConflictingPackages", Severity::Error),
+];
+
 /// Everything the host checks look at.
 pub struct Facts<'a> {
     pub host: &'a Host,
@@ -337,27 +353,38 @@ pub fn cgroup_version(f: &Facts) -> CheckResult {
 }
 
 /// `CgroupDriver`: containerd and the kubelet are configured with the systemd cgroup driver, which needs
-/// systemd as init (`/run/systemd/system` exists, as `sd_booted()` checks).
+/// systemd as init (`/run/systemd/system` exists, as `sd_booted()` checks). A sandbox root simulates
+/// systemd, so there an absent `/run/systemd/system` skips the check.
 pub fn cgroup_driver(f: &Facts) -> CheckResult {
     const NAME: &str = "CgroupDriver";
+    match f.host.fs.exists(Path::new("/run/systemd/system")) {
+        Err(e) => CheckResult::skipped(NAME, Severity::Error, e.to_string()),
+        Ok(false) if f.host.is_sandbox() => CheckResult::skipped(
+            NAME,
+            Severity::Error,
+            "sandbox root: systemd is simulated (/run/systemd/system is not in it)",
+        ),
+        Ok(booted) => cgroup_driver_from(booted),
+    }
+}
+
+/// `CgroupDriver` from whether systemd is init.
+pub fn cgroup_driver_from(systemd_booted: bool) -> CheckResult {
+    const NAME: &str = "CgroupDriver";
     let sev = Severity::Error;
-    let exists = |p: &str| f.host.fs.exists(Path::new(p));
-    match (exists("/run/systemd/system"), exists("/run")) {
-        (Err(e), _) => CheckResult::skipped(NAME, sev, e.to_string()),
-        (Ok(true), _) => CheckResult::pass(
+    if systemd_booted {
+        CheckResult::pass(
             NAME,
             sev,
             "systemd is init: the systemd cgroup driver (kubelet, containerd) works",
-        ),
-        (Ok(false), Ok(false)) if f.host.is_sandbox() => {
-            CheckResult::skipped(NAME, sev, absent(f, "/run"))
-        }
-        (Ok(false), _) => CheckResult::problem(
+        )
+    } else {
+        CheckResult::problem(
             NAME,
             sev,
             "systemd is not running as init (no /run/systemd/system): the kubelet and containerd use the systemd cgroup driver and systemd units",
             "run the agent on a machine booted with systemd",
-        ),
+        )
     }
 }
 

@@ -161,6 +161,8 @@ pub struct Options {
     pub ignore: IgnoreSet,
     /// Why the Azure checks are skipped, if they are.
     pub skip_azure: Option<String>,
+    /// Why the host checks are skipped, if they are (only the identity phase runs: nothing is installed).
+    pub skip_host: Option<String>,
 }
 
 impl Options {
@@ -183,7 +185,21 @@ impl Options {
         } else {
             None
         };
-        Options { ignore, skip_azure }
+        let host_phase_runs = steps
+            .iter()
+            .any(|s| s.phase() != Phase::Identity && !skip.contains(&s.phase()));
+        let skip_host = (!host_phase_runs)
+            .then(|| "only the identity phase runs: nothing is installed on this host".to_string());
+        Options {
+            ignore,
+            skip_azure,
+            skip_host,
+        }
+    }
+
+    /// The options for `preflight --skip-phase ...`.
+    pub fn for_phases(ignore: IgnoreSet, skip: &BTreeSet<Phase>) -> Self {
+        Self::for_bootstrap(ignore, skip, &crate::steps::all_steps())
     }
 }
 
@@ -310,7 +326,7 @@ pub async fn run(ctx: &Context, ignore: &IgnoreSet) -> Report {
         ctx,
         &Options {
             ignore: ignore.clone(),
-            skip_azure: None,
+            ..Options::default()
         },
     )
     .await
@@ -318,7 +334,13 @@ pub async fn run(ctx: &Context, ignore: &IgnoreSet) -> Report {
 
 /// Run the checks `opts` selects.
 pub async fn run_with(ctx: &Context, opts: &Options) -> Report {
-    let mut checks = host::run(ctx);
+    let mut checks = match &opts.skip_host {
+        None => host::run(ctx),
+        Some(reason) => host::NAMES
+            .iter()
+            .map(|(n, sev)| CheckResult::skipped(*n, *sev, reason))
+            .collect(),
+    };
     checks.extend(azure::run(ctx, opts.skip_azure.as_deref()).await);
     Report::new(ctx.host.fs.root().to_path_buf(), checks, &opts.ignore)
 }
