@@ -112,7 +112,10 @@ pub async fn bootstrap(
     let opts = crate::preflight::Options::for_bootstrap(ignore, &skip, &steps);
     let report = crate::preflight::run_with(&ctx, &opts).await;
     for w in report.warnings() {
-        tracing::warn!(check = %w.name, "preflight: {} (fix: {})", w.message, w.remediation);
+        match w.remediation.as_str() {
+            "" => tracing::warn!(check = %w.name, "preflight: {}", w.message),
+            fix => tracing::warn!(check = %w.name, "preflight: {} (fix: {fix})", w.message),
+        }
     }
     if !report.errors().is_empty() {
         return Err(CliError::failed(anyhow::anyhow!("{}", report.refusal())));

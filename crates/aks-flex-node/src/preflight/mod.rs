@@ -259,12 +259,13 @@ impl Report {
     pub fn render_text(&self) -> String {
         let width = self.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
         let mut out = format!("Preflight checks for root {}:\n", self.root.display());
+        let indent = format!("\n  {:<7} {:<width$}  ", "", "");
         for c in &self.checks {
             out.push_str(&format!(
                 "  {:<7} {:<width$}  {}\n",
                 c.status.label(),
                 c.name,
-                c.message
+                c.message.replace('\n', &indent)
             ));
             if !c.remediation.is_empty() && c.status != Status::Pass {
                 out.push_str(&format!(
@@ -302,7 +303,11 @@ impl Report {
             errors.len()
         )];
         for c in &errors {
-            lines.push(format!("  - {}: {}", c.name, c.message));
+            lines.push(format!(
+                "  - {}: {}",
+                c.name,
+                c.message.replace('\n', "\n    ")
+            ));
             if !c.remediation.is_empty() {
                 lines.push(format!("    fix: {}", c.remediation));
             }
