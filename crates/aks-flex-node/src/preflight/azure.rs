@@ -93,7 +93,7 @@ pub async fn run(ctx: &Context, skip: Option<&str>) -> Vec<CheckResult> {
         None => CheckResult::skipped(
             "ClockSkew",
             Severity::Warning,
-            "Azure Resource Manager sent no Date header to compare with",
+            "no Date header from Azure Resource Manager to compare with (see AzureEndpoints)",
         ),
     });
     let login = login(&session, &settings).await;
@@ -549,6 +549,54 @@ mod tests {
         assert_eq!(arc_services_for(Some((1, 62))), ["himdsd", "gcad"]);
         assert_eq!(arc_services_for(Some((2, 0))), ["himdsd", "gcad"]);
         assert_eq!(arc_services_for(None), ["himdsd", "gcad"]);
+    }
+
+    #[test]
+    fn missing_bootstrap_permissions_are_an_error_until_the_journal_shows_the_identity_set_up() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = crate::steps::test_config(serde_json::json!({}));
+        let host = Arc::new(crate::host::Host::new(d.path()).unwrap());
+        let env = |_: &str| None;
+        let st = AzureSettings::from_config(&cfg, &env).unwrap();
+        let needs = bootstrap_needs(&st);
+        // The machine write plus one role assignment write per default role.
+        assert_eq!(needs.len(), 1 + st.arc.roles.len());
+        assert!(unbootstrap_needs(&st)
+            .iter()
+            .any(|n| n.action == "Microsoft.HybridCompute/machines/delete"));
+
+        let ctx = Context::new(cfg.clone(), host.clone()).unwrap();
+        let r = bootstrap_permissions(&ctx, &st, &needs);
+        assert_eq!(r.status, super::super::Status::Fail);
+        assert!(
+            r.message
+                .contains("Microsoft.HybridCompute/machines/write on"),
+            "{}",
+            r.message
+        );
+
+        // A converged node: the journal records the Arc machine this agent registered.
+        let mut j = ctx.journal_snapshot();
+        std::fs::create_dir_all(d.path().join("var/lib/aks-flex-node")).unwrap();
+        j.record_custom(
+            &host,
+            arc_install::NAME,
+            "arcMachine",
+            serde_json::json!({"resourceId": st.machine_id()}),
+        )
+        .unwrap();
+        j.set_step(&host, arc_install::NAME, 4, None).unwrap();
+        let ctx = Context::new(cfg, host).unwrap();
+        let r = bootstrap_permissions(&ctx, &st, &needs);
+        assert_eq!(
+            (r.status, r.severity),
+            (super::super::Status::Warn, Severity::Warning)
+        );
+        assert!(r.message.contains("already set up"), "{}", r.message);
+        assert_eq!(
+            bootstrap_permissions(&ctx, &st, &[]).status,
+            super::super::Status::Pass
+        );
     }
 
     #[test]

@@ -676,11 +676,16 @@ pub fn conflicting_packages(f: &Facts) -> CheckResult {
     }
     if !conflicts.is_empty() {
         let names: Vec<&str> = conflicts.iter().map(|(p, _)| p.as_str()).collect();
+        let unit_note = if names.iter().any(|n| matches!(*n, "kubelet" | "kubeadm")) {
+            "; the kubelet package's unit drop-ins would also apply to the agent's kubelet"
+        } else {
+            ""
+        };
         CheckResult::problem(
             NAME,
             sev,
             format!(
-                "installed with dpkg: {}; the agent installs its own containerd, runc, CNI plugins and kubelet, and apt would later overwrite them (a kubelet package's unit drop-ins would also apply to the agent's kubelet)",
+                "installed with dpkg: {}; the agent installs its own containerd, runc, CNI plugins and kubelet, and apt would later overwrite them{unit_note}",
                 conflicts.iter().map(|(_, w)| w.as_str()).collect::<Vec<_>>().join("; ")
             ),
             format!("remove them first: apt-get remove {}", names.join(" ")),
