@@ -355,6 +355,7 @@ fn a_dpkg_containerd_the_agent_would_overwrite_is_an_error() {
         r.remediation,
         "remove them first: apt-get remove containerd"
     );
+    assert!(!r.message.contains("drop-ins"), "{r:?}");
     // Once the agent took those files over (journaled), a re-run only warns.
     c.record_original("ContainerdInstaller", Path::new("/usr/bin/containerd"))
         .unwrap();
@@ -385,6 +386,7 @@ fn a_dpkg_kubelet_conflicts_through_its_unit_even_without_shared_files() {
     let r = with(&ctx(d.path()), conflicting_packages);
     assert_eq!(r.status, Status::Fail, "{r:?}");
     assert!(r.remediation.ends_with("apt-get remove kubelet"), "{r:?}");
+    assert!(r.message.contains("unit drop-ins"), "{r:?}");
     // No candidate package at all: pass.
     stage(
         d.path(),
