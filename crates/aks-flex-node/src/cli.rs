@@ -151,6 +151,7 @@ pub enum Command {
     ///   aks-flex-node preflight -o json | jq '.checks[] | select(.status == "fail")'
     ///   aks-flex-node preflight --ignore-preflight-errors=Swap,Port-10250
     ///   aks-flex-node preflight --skip-phase identity   # host checks only, no Azure call
+    #[command(verbatim_doc_comment)]
     Preflight {
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
