@@ -62,9 +62,19 @@ pub enum Command {
         /// Run only the named step(s) (repeatable).
         #[arg(long = "only", value_name = "STEP")]
         only: Vec<String>,
+        /// As for bootstrap: the named preflight errors become warnings (comma-separated or repeated;
+        /// `all` for every check). Accepted now; the daemon's preflight is not wired in yet.
+        #[arg(
+            long = "ignore-preflight-errors",
+            value_name = "CHECK",
+            value_delimiter = ','
+        )]
+        ignore_preflight_errors: Vec<String>,
     },
 
     /// Bootstrap once and exit (cloud-init, CI, tests).
+    ///
+    /// Runs the preflight checks first (see `preflight`) and changes nothing if one of them fails.
     ///
     /// Examples:
     ///   aks-flex-node bootstrap
@@ -76,6 +86,14 @@ pub enum Command {
         /// Run only the named step(s) (repeatable), e.g. `--only SystemConfigured`.
         #[arg(long = "only", value_name = "STEP")]
         only: Vec<String>,
+        /// Turn the named preflight errors into warnings (comma-separated or repeated; case-insensitive;
+        /// `all` for every check), e.g. `--ignore-preflight-errors=Swap,Port-10250`.
+        #[arg(
+            long = "ignore-preflight-errors",
+            value_name = "CHECK",
+            value_delimiter = ','
+        )]
+        ignore_preflight_errors: Vec<String>,
     },
 
     /// Undo everything bootstrap did, in reverse order, Azure side included.
@@ -131,10 +149,35 @@ pub enum Command {
         schema: bool,
     },
 
-    /// Check the machine and the configuration before bootstrap (not implemented yet).
+    /// Check the machine, the configuration and Azure before bootstrap; changes nothing.
+    ///
+    /// Runs every named check (OS, Arch, CPU, Memory, DiskSpace, Swap, CgroupVersion, CgroupDriver,
+    /// Port-N, RequiredPrograms, ConflictingPackages, ArcAgent, ArcServices, AzureEndpoints, ClockSkew,
+    /// AzureLogin, AzurePermissions, AzureUnbootstrapPermissions, ClusterAzureRBAC) and prints each with
+    /// its status and, for a problem, a one-line fix. `bootstrap` runs the same checks before its first
+    /// change. Exit 0 when no error is found (warnings allowed), 1 on errors, 2 on usage errors.
+    /// Runs without root too; checks it cannot perform are reported as skipped.
+    ///
+    /// Examples:
+    ///   aks-flex-node preflight
+    ///   aks-flex-node preflight -o json | jq '.checks[] | select(.status == "fail")'
+    ///   aks-flex-node preflight --ignore-preflight-errors=Swap,Port-10250
+    ///   aks-flex-node preflight --skip-phase identity   # host checks only, no Azure call
+    #[command(verbatim_doc_comment)]
     Preflight {
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
+        /// Skip the checks of a phase (repeatable), as for bootstrap: `identity` skips every Azure check.
+        #[arg(long = "skip-phase", value_name = "PHASE")]
+        skip_phase: Vec<Phase>,
+        /// Turn the named preflight errors into warnings (comma-separated or repeated; case-insensitive;
+        /// `all` for every check), e.g. `--ignore-preflight-errors=Swap,Port-10250`.
+        #[arg(
+            long = "ignore-preflight-errors",
+            value_name = "CHECK",
+            value_delimiter = ','
+        )]
+        ignore_preflight_errors: Vec<String>,
     },
 
     /// Kubelet exec credential plugin: print an ExecCredential with an Entra token from the Arc identity.
@@ -222,6 +265,44 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("identity"), "{err}");
+    }
+
+    #[test]
+    fn ignore_preflight_errors_is_comma_separated_and_repeatable() {
+        let cli = Cli::try_parse_from([
+            "aks-flex-node",
+            "preflight",
+            "--ignore-preflight-errors=Swap,Port-10250",
+            "--ignore-preflight-errors",
+            "all",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Preflight {
+                ignore_preflight_errors,
+                ..
+            } => assert_eq!(ignore_preflight_errors, ["Swap", "Port-10250", "all"]),
+            other => panic!("{other:?}"),
+        }
+        for cmd in ["bootstrap", "agent"] {
+            let cli = Cli::try_parse_from([
+                "aks-flex-node",
+                cmd,
+                "--ignore-preflight-errors=cgroupversion",
+            ])
+            .unwrap();
+            match cli.command {
+                Command::Bootstrap {
+                    ignore_preflight_errors,
+                    ..
+                }
+                | Command::Agent {
+                    ignore_preflight_errors,
+                    ..
+                } => assert_eq!(ignore_preflight_errors, ["cgroupversion"]),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

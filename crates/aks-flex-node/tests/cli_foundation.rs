@@ -227,13 +227,6 @@ fn missing_config_is_a_usage_error_naming_the_file() {
 }
 
 #[test]
-fn unimplemented_commands_say_so_and_exit_2() {
-    let r = run(&["preflight"]);
-    assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("not implemented"), "{}", r.stderr);
-}
-
-#[test]
 fn bad_usage_exits_2() {
     assert_eq!(run(&["bootstrap", "--skip-phase", "everything"]).code, 2);
     assert_eq!(run(&["no-such-command"]).code, 2);

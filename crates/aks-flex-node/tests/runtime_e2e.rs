@@ -416,10 +416,19 @@ async fn agent_retries_a_failed_bootstrap_reports_it_and_stops_cleanly() {
         notify.messages()
     );
     assert_eq!(std::fs::read(r.join("usr/bin/runc")).unwrap(), fx.runc);
-    let st: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&status_file).unwrap()).unwrap();
+    // The status file follows (it is rewritten after each pass).
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let st = loop {
+        let st: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&status_file).unwrap()).unwrap();
+        if st["daemon"]["state"] == "running" || std::time::Instant::now() > end {
+            break st;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert_eq!(st["daemon"]["state"], "running", "{st}");
     assert!(st["daemon"]["lastError"].is_null(), "{st}");
+    assert!(st["daemon"]["lastPass"].is_string(), "{st}");
 
     let pid = child.id().unwrap().to_string();
     let kill = std::process::Command::new("kill")

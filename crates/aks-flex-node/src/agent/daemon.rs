@@ -161,8 +161,15 @@ pub fn repairs(reports: &[StepReport]) -> Vec<(&'static str, &str)> {
         .collect()
 }
 
+/// A check run before a full pass until it has passed once (the command layer supplies preflight): its
+/// error fails that attempt like a failed pass, with the same backoff and status.
+pub type Gate<'a> =
+    &'a dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
+
 /// The daemon's state and schedule; one pass at a time.
 struct Daemon<'a> {
+    gate: Option<Gate<'a>>,
+    gate_passed: std::cell::Cell<bool>,
     ctx: &'a Context,
     steps: &'a [Box<dyn Step>],
     opts: &'a Options,
@@ -180,14 +187,17 @@ struct Daemon<'a> {
 }
 
 /// Run until `shutdown` resolves (`Ok`, exit 0) or a configuration error (`Err`, exit 2).
-pub async fn run(
-    ctx: &Context,
-    steps: &[Box<dyn Step>],
-    opts: &Options,
-    notifier: &Notifier,
+pub async fn run<'a>(
+    ctx: &'a Context,
+    steps: &'a [Box<dyn Step>],
+    opts: &'a Options,
+    notifier: &'a Notifier,
+    gate: Option<Gate<'a>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let mut d = Daemon {
+        gate,
+        gate_passed: std::cell::Cell::new(false),
         ctx,
         steps,
         opts,
@@ -297,6 +307,12 @@ impl Daemon<'_> {
         if pass == Pass::Azure {
             // Read the endpoint from Azure again rather than trusting this run's copy.
             self.ctx.clear_cluster_endpoint();
+        }
+        if let (Pass::Full, Some(gate), false) = (pass, self.gate, self.gate_passed.get()) {
+            match gate().await {
+                Ok(()) => self.gate_passed.set(true),
+                Err(e) => return (Vec::new(), Err(steps::StepError::failed(e))),
+            }
         }
         tracing::debug!("starting the {} pass", pass.name());
         steps::bootstrap(self.ctx, self.steps, &pass.skip(&self.opts.skip)).await
@@ -515,6 +531,8 @@ mod tests {
 
     fn daemon<'a>(ctx: &'a Context, opts: &'a Options, n: &'a Notifier) -> Daemon<'a> {
         Daemon {
+            gate: None,
+            gate_passed: std::cell::Cell::new(false),
             ctx,
             steps: &[],
             opts,

@@ -72,13 +72,27 @@ fn print_reports(reports: &[StepReport]) {
     }
 }
 
+/// Bootstrap once: the preflight checks first (an error stops it before any change, unless named in
+/// `ignore`), then every step.
 pub async fn bootstrap(
     cfg: Arc<Config>,
     host: Arc<Host>,
     skip: BTreeSet<Phase>,
     steps: Vec<Box<dyn Step>>,
+    ignore: crate::preflight::IgnoreSet,
 ) -> CmdResult {
     let ctx = context(cfg, host)?;
+    let opts = crate::preflight::Options::for_bootstrap(ignore, &skip, &steps);
+    let report = crate::preflight::run_with(&ctx, &opts).await;
+    for w in report.warnings() {
+        match w.remediation.as_str() {
+            "" => tracing::warn!(check = %w.name, "preflight: {}", w.message),
+            fix => tracing::warn!(check = %w.name, "preflight: {} (fix: {fix})", w.message),
+        }
+    }
+    if !report.errors().is_empty() {
+        return Err(CliError::failed(anyhow::anyhow!("{}", report.refusal())));
+    }
     let mut shutdown = Shutdown::install();
     let (reports, result) = tokio::select! {
         r = steps::bootstrap(&ctx, &steps, &skip) => r,
@@ -95,18 +109,42 @@ pub async fn bootstrap(
 }
 
 /// The daemon (see [`crate::agent::daemon`]): bootstrap, then stay up and repair drift. SIGTERM/SIGINT
-/// end it cleanly (exit 0); a configuration error exits 2; every other failure is retried.
+/// end it cleanly (exit 0); a configuration error exits 2; every other failure is retried. Preflight runs
+/// before the first bootstrap pass, as for `bootstrap`, until it passes (its errors are retried too).
 pub async fn agent(
     cfg: Arc<Config>,
     host: Arc<Host>,
     skip: BTreeSet<Phase>,
     steps: Vec<Box<dyn Step>>,
+    ignore: crate::preflight::IgnoreSet,
 ) -> CmdResult {
     let opts = daemon::Options::from_env(skip).map_err(|e| CliError::usage(anyhow::anyhow!(e)))?;
     let ctx = context(cfg, host)?;
     let mut shutdown = Shutdown::install();
     let notifier = Notifier::new();
-    daemon::run(&ctx, &steps, &opts, &notifier, shutdown.recv())
-        .await
-        .map_err(CliError::usage)
+    let preflight_opts = crate::preflight::Options::for_bootstrap(ignore, &opts.skip, &steps);
+    let preflight =
+        || -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + '_>> {
+            Box::pin(async {
+                let report = crate::preflight::run_with(&ctx, &preflight_opts).await;
+                for w in report.warnings() {
+                    tracing::warn!(check = %w.name, "preflight: {}", w.message);
+                }
+                if report.errors().is_empty() {
+                    Ok(())
+                } else {
+                    Err(report.refusal())
+                }
+            })
+        };
+    daemon::run(
+        &ctx,
+        &steps,
+        &opts,
+        &notifier,
+        Some(&preflight),
+        shutdown.recv(),
+    )
+    .await
+    .map_err(CliError::usage)
 }

@@ -4,6 +4,7 @@
 mod artifacts;
 mod bootstrap;
 mod config_cmd;
+mod preflight;
 mod status;
 mod token;
 mod unbootstrap;
@@ -94,12 +95,6 @@ async fn dispatch(cli: Cli) -> CmdResult {
         }
         Command::Token => return token::run(&cli.root).await,
         Command::Status { schema: true, .. } => return status::schema(),
-        Command::Preflight { .. } => {
-            return Err(CliError::usage(anyhow::anyhow!(
-                "`{}` is not implemented yet in this version of aks-flex-node (it is planned; see the README's command table)",
-                command_name(&cli.command)
-            )))
-        }
         _ => {}
     }
 
@@ -132,7 +127,10 @@ async fn dispatch(cli: Cli) -> CmdResult {
     let log_dir = cfg.agent.log_dir.clone();
     let wants_file = !matches!(
         cli.command,
-        Command::Config(_) | Command::Plan { .. } | Command::Status { .. }
+        Command::Config(_)
+            | Command::Plan { .. }
+            | Command::Status { .. }
+            | Command::Preflight { .. }
     );
     crate::logging::init(
         level,
@@ -154,15 +152,51 @@ async fn dispatch(cli: Cli) -> CmdResult {
             skip_phase,
             only,
         } => bootstrap::plan(cfg, host, output, skip(skip_phase), select(&only)?).await,
-        Command::Bootstrap { skip_phase, only } => {
-            bootstrap::bootstrap(cfg, host, skip(skip_phase), select(&only)?).await
+        Command::Preflight {
+            output,
+            skip_phase,
+            ignore_preflight_errors,
+        } => {
+            preflight::run(
+                cfg,
+                host,
+                output,
+                skip(skip_phase),
+                crate::preflight::IgnoreSet::parse(&ignore_preflight_errors),
+            )
+            .await
+        }
+        Command::Bootstrap {
+            skip_phase,
+            only,
+            ignore_preflight_errors,
+        } => {
+            bootstrap::bootstrap(
+                cfg,
+                host,
+                skip(skip_phase),
+                select(&only)?,
+                crate::preflight::IgnoreSet::parse(&ignore_preflight_errors),
+            )
+            .await
         }
         Command::Unbootstrap {
             verify,
             delete_node,
         } => unbootstrap::unbootstrap(cfg, host, verify, delete_node).await,
-        Command::Agent { skip_phase, only } => {
-            bootstrap::agent(cfg, host, skip(skip_phase), select(&only)?).await
+        Command::Agent {
+            skip_phase,
+            only,
+            ignore_preflight_errors,
+        } => {
+            bootstrap::agent(
+                cfg,
+                host,
+                skip(skip_phase),
+                select(&only)?,
+                crate::preflight::IgnoreSet::parse(&ignore_preflight_errors),
+            )
+            .await
         }
         Command::Status { output, .. } => status::run(cfg, host, output).await,
         _ => unreachable!("handled above"),
