@@ -723,10 +723,10 @@ pub const CRASH_FILE_ENV: &str = "AKS_FLEX_NODE_TEST_CRASH_FILE";
 const CRASH_MAX: usize = 400;
 
 /// Fault injection for the crash scenario of the real-node suite: when [`CRASH_FILE_ENV`] names a file,
-/// the agent kills itself (SIGKILL: no cleanup, no flush) at the first action boundary - right after the
-/// journal records the action as pending, or right after the action, before the journal records it done
-/// - that the file does not list yet, appending it first. Restarted by systemd each time, the agent
-/// thereby dies once at every boundary of a bootstrap and must still converge.
+/// the agent kills itself (SIGKILL: no cleanup, no flush) at the first action boundary that the file does
+/// not list yet, appending it first. The boundaries: right after the journal records an action as pending,
+/// and right after the action, before the journal records it done. Restarted by systemd each time, the
+/// agent thereby dies once at every boundary of a bootstrap and must still converge.
 fn crash_point(step: &str, action: &Action, when: &str) {
     let Some(file) = std::env::var_os(CRASH_FILE_ENV) else {
         return;
