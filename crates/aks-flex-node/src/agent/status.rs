@@ -576,6 +576,14 @@ async fn api_server(host: &Host, node: &str) -> ApiLook {
         .server
         .clone()
         .unwrap_or_else(|| "the API server".into());
+    // A sandbox root is a model of a machine, not one: like NodeReady there, never reach out to a real
+    // cluster from it (tests point the kubeconfig at a loopback API server when they want one asked).
+    if host.is_sandbox() && !is_loopback_url(&server) {
+        out.problems.push(format!(
+            "sandbox root: the API server {server} is not asked (only a loopback one is), so the node's readiness is unknown"
+        ));
+        return out;
+    }
     let client = match tokio::time::timeout(PROBE_TIMEOUT, node_ready::kubelet_client(&text)).await
     {
         Ok(Ok(c)) => c,
@@ -892,6 +900,19 @@ pub fn render_text(st: &Status) -> String {
     out
 }
 
+/// True when `url`'s host is a loopback address (127.0.0.0/8, ::1 or `localhost`).
+fn is_loopback_url(url: &str) -> bool {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -902,6 +923,38 @@ mod tests {
     use axum::routing::get;
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_sandbox_never_asks_a_non_loopback_api_server() {
+        for (url, loopback) in [
+            ("https://127.0.0.1:6443", true),
+            ("https://127.9.9.9", true),
+            ("https://[::1]:6443", true),
+            ("https://LOCALHOST:6443", true),
+            ("https://flex.hcp.westus.azmk8s.io:443", false),
+            ("https://10.0.0.1:443", false),
+            ("not a url", false),
+        ] {
+            assert_eq!(is_loopback_url(url), loopback, "{url}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let kc = dir.path().join("var/lib/kubelet/kubeconfig");
+        std::fs::create_dir_all(kc.parent().unwrap()).unwrap();
+        std::fs::write(
+            &kc,
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster:\n    server: https://flex.hcp.westus.azmk8s.io:443\ncontexts:\n- name: c\n  context:\n    cluster: k\n    user: u\nusers:\n- name: u\n  user:\n    token: x\n",
+        )
+        .unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        let look = api_server(&host, "n").await;
+        assert_eq!(look.readiness, Readiness::Unknown);
+        assert!(!look.cluster.reachable);
+        assert!(
+            look.problems.iter().any(|p| p.contains("is not asked")),
+            "{:?}",
+            look.problems
+        );
+    }
 
     /// How the loopback API server answers.
     #[derive(Clone, Copy)]
