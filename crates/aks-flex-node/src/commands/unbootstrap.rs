@@ -146,7 +146,7 @@ fn remove_daemon_files(host: &Host, cfg: &Config) -> Vec<String> {
     if let Some(crate::config::MetricsAddress::Unix(p)) = &cfg.agent.metrics_address {
         paths.push(p.clone());
     }
-    paths
+    let mut problems: Vec<String> = paths
         .iter()
         .filter_map(|p| {
             host.fs
@@ -154,7 +154,12 @@ fn remove_daemon_files(host: &Host, cfg: &Config) -> Vec<String> {
                 .err()
                 .map(|e| format!("removing {}: {e}", p.display()))
         })
-        .collect()
+        .collect();
+    // Its directory too, once empty (the token cache, if any, is removed with the identity phase).
+    if let Err(e) = host.fs.remove_dir_if_empty(Path::new("/run/aks-flex-node")) {
+        problems.push(format!("removing /run/aks-flex-node: {e}"));
+    }
+    problems
 }
 
 /// Delete the Node object with the kubelet's own credential, while the identity still exists. The kubelet
