@@ -316,14 +316,41 @@ json.dump(s, sys.stdout, indent=2)' "$E2E_WORK/pki/ca.crt" "$APISERVER_PORT" "$K
 e2e_emulator_up() {
   e2e_stop emulator
   mkdir -p "$E2E_WORK/logs" "$E2E_WORK/pids"
-  # HIMDS's port lies in Linux's ephemeral range: reserve it so no outgoing connection takes it first.
-  sysctl -q -w net.ipv4.ip_local_reserved_ports="$HIMDS_PORT" >/dev/null
+  e2e_reserve_himds_port now
   rm -f "$E2E_WORK/requests.jsonl" "$E2E_WORK/emulator-urls.json"
   "$EMU_BIN" serve --listen "127.0.0.1:$HIMDS_PORT" --scenario "$E2E_WORK/scenario.json" \
     --himds-key-dir "$TOKENS_DIR" --request-log "$E2E_WORK/requests.jsonl" \
     >"$E2E_WORK/emulator-urls.json" 2>"$E2E_WORK/logs/emulator.log" &
-  echo "$!" >"$E2E_WORK/pids/emulator"
-  e2e_wait 20 "the emulator" test -s "$E2E_WORK/emulator-urls.json"
+  local pid=$!
+  echo "$pid" >"$E2E_WORK/pids/emulator"
+  local end=$((SECONDS + 20))
+  until [ -s "$E2E_WORK/emulator-urls.json" ]; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      e2e_log "the emulator exited at start: $(cat "$E2E_WORK/logs/emulator.log")"
+      e2e_log "sockets on port $HIMDS_PORT: $(ss -Htanp "( sport = :$HIMDS_PORT )" 2>&1)"
+      return 1
+    fi
+    [ $SECONDS -lt $end ] || { e2e_log "timed out after 20s waiting for the emulator"; return 1; }
+    sleep 0.2
+  done
+}
+
+# HIMDS's fixed port (40342) lies in Linux's ephemeral range. Reserve it before anything connects anywhere
+# (the control plane's long-lived etcd/webhook connections included: an outgoing socket that took 40342 as its
+# source port blocks the emulator's listen for as long as it lives, which failed every scenario of one CI run),
+# then (`wait`, at the start of a run; `now` only reserves) wait for any socket that took it before the reservation to go away.
+e2e_reserve_himds_port() {
+  sysctl -q -w net.ipv4.ip_local_reserved_ports="$HIMDS_PORT" >/dev/null
+  [ "${1:-}" = wait ] || return 0
+  local end=$((SECONDS + 90))
+  while ss -Htan "( sport = :$HIMDS_PORT )" 2>/dev/null | grep -qv TIME-WAIT; do
+    if [ $SECONDS -ge $end ]; then
+      e2e_log "port $HIMDS_PORT (HIMDS) is still held by another socket after 90 s:"
+      ss -tanp "( sport = :$HIMDS_PORT )" >&2 || true
+      return 1
+    fi
+    sleep 1
+  done
 }
 
 # j FILE EXPR: a value from a JSON file (python expression over d).

@@ -25,6 +25,11 @@ exec 9>"$E2E_WORK/.lock"
 flock -n 9 || e2e_die "another e2e run (or make demo-node) holds $E2E_WORK/.lock; make demo-node-down ends a demo node"
 
 e2e_deps
+# The node's containerd image store lives under $E2E_WORK: the kubelet evicts every pod (and admits none) once
+# that filesystem has less than 15 % free (imagefs.available), which looks like a broken node, not a full disk.
+free_pct=$(df --output=pcent "$E2E_WORK" | tail -1 | tr -dc 0-9)
+free_pct=$((100 - free_pct))
+[ "$free_pct" -ge 20 ] || e2e_die "only $free_pct % free on the filesystem of $E2E_WORK ($(df -h --output=avail "$E2E_WORK" | tail -1 | tr -d ' ')); the node's kubelet evicts pods below 15 %: free some space (e.g. cargo target dirs) and re-run"
 # A previous run that was killed may have left its node and control plane up.
 if [ -d "$E2E_WORK/pids" ] && ls "$E2E_WORK/pids"/* >/dev/null 2>&1; then
   e2e_log "cleaning up what an earlier run left"
@@ -35,6 +40,7 @@ rm -rf "$E2E_WORK/logs" "$E2E_WORK/pids" "$E2E_WORK/figures"
 mkdir -p "$E2E_WORK/logs" "$E2E_WORK/pids"
 trap 'e2e_down' EXIT
 e2e_record_host
+e2e_reserve_himds_port wait
 e2e_log "starting etcd and the Kubernetes $KUBE_VERSION control plane on 127.0.0.1:$APISERVER_PORT"
 e2e_control_plane_up
 e2e_scenario
