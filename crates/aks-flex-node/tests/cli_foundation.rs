@@ -496,7 +496,6 @@ fn changing_the_real_machine_requires_root() {
 }
 
 #[test]
-#[ignore = "OPEN DEFECT (issue 9 note): with the new daemon no \"repaired drift\" line appears in this sandbox test within 30 s; to be investigated next session (the real node, scenario 80, does log and repair drift)"]
 fn the_daemon_repairs_drift_and_leaves_a_healthy_node_alone() {
     let m = machine();
     let agent = Agent::start(m.path(), Some("1"));

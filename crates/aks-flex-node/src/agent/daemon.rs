@@ -166,6 +166,15 @@ pub fn repairs(reports: &[StepReport]) -> Vec<(&'static str, &str)> {
 pub type Gate<'a> =
     &'a dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
 
+/// A kind of pass that is failing.
+struct Failure {
+    pass: Pass,
+    failures: u32,
+    wait: Duration,
+    next: chrono::DateTime<chrono::Utc>,
+    error: String,
+}
+
 /// The daemon's state and schedule; one pass at a time.
 struct Daemon<'a> {
     gate: Option<Gate<'a>>,
@@ -182,6 +191,9 @@ struct Daemon<'a> {
     next_azure: Option<Instant>,
     host_retry: Retry,
     azure_retry: Retry,
+    /// The failing host (or full) pass and the failing Azure pass, until one of its kind succeeds.
+    host_failure: Option<Failure>,
+    azure_failure: Option<Failure>,
     bootstrapped: bool,
     metrics: std::sync::Arc<Metrics>,
 }
@@ -210,6 +222,8 @@ pub async fn run<'a>(
         next_azure: None,
         host_retry: Retry::new(RETRY_MAX, opts.jitter),
         azure_retry: Retry::new(AZURE_RETRY_MAX.min(opts.azure_every), opts.jitter),
+        host_failure: None,
+        azure_failure: None,
         bootstrapped: false,
         metrics: std::sync::Arc::new(Metrics::new()),
     };
@@ -326,7 +340,9 @@ impl Daemon<'_> {
     ) -> Result<(), DaemonError> {
         let now = Instant::now();
         let at = chrono::Utc::now();
-        if pass == Pass::Host {
+        // Anything a pass changes after the node was bootstrapped (in this process, or in an earlier run:
+        // host passes) had drifted.
+        if pass != Pass::Full || self.bootstrapped {
             for (step, what) in repairs(&reports) {
                 tracing::warn!(step, "repaired drift: {what}");
                 self.metrics.record_repair(step);
@@ -340,12 +356,11 @@ impl Daemon<'_> {
         match result {
             Ok(()) => {
                 self.facts.last_pass = Some(at);
-                self.facts.last_error = None;
-                self.facts.next_retry = None;
                 match pass {
                     Pass::Azure => {
                         self.facts.last_azure_pass = Some(at);
                         self.azure_retry.succeeded();
+                        self.azure_failure = None;
                         self.next_azure = Some(now + self.opts.azure_every);
                         if endpoint_changed {
                             tracing::info!("the cluster's API server or CA changed: re-converging the host now");
@@ -356,10 +371,12 @@ impl Daemon<'_> {
                     Pass::Full | Pass::Host => {
                         if pass == Pass::Full {
                             self.facts.last_azure_pass = Some(at);
+                            self.azure_failure = None;
                             self.next_azure = (!self.opts.skip.contains(&Phase::Identity))
                                 .then(|| now + self.opts.azure_every);
                         }
                         self.host_retry.succeeded();
+                        self.host_failure = None;
                         self.next_host = now + self.opts.heal_every;
                         if !self.bootstrapped {
                             self.bootstrapped = true;
@@ -369,17 +386,13 @@ impl Daemon<'_> {
                                 self.opts.azure_every.as_secs()
                             );
                         }
-                        self.facts.state = "running".into();
                     }
                 }
-                self.notifier
-                    .ready("running: node bootstrapped; healing drift on every pass");
-                Ok(())
             }
             Err(e) if e.is_config() => {
                 self.notifier
                     .status(&format!("stopped: configuration error: {e}"));
-                Err(DaemonError::Config(e.to_string()))
+                return Err(DaemonError::Config(e.to_string()));
             }
             Err(e) => {
                 let (wait, failures) = match pass {
@@ -389,9 +402,9 @@ impl Daemon<'_> {
                         (w, self.azure_retry.failures)
                     }
                     Pass::Full | Pass::Host => {
-                        let w = self.host_retry.failed();
-                        self.next_host = now + w.min(self.opts.heal_every);
-                        (w.min(self.opts.heal_every), self.host_retry.failures)
+                        let w = self.host_retry.failed().min(self.opts.heal_every);
+                        self.next_host = now + w;
+                        (w, self.host_retry.failures)
                     }
                 };
                 tracing::error!(
@@ -399,26 +412,65 @@ impl Daemon<'_> {
                     pass.name(),
                     wait.as_secs()
                 );
-                self.facts.last_error = Some(format!("{} pass: {e}", pass.name()));
-                self.facts.next_retry =
-                    Some(at + chrono::Duration::from_std(wait).unwrap_or_default());
-                if !self.bootstrapped {
-                    self.facts.state = "retrying".into();
+                let failure = Failure {
+                    pass,
+                    failures,
+                    wait,
+                    next: at + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    error: e.to_string(),
+                };
+                match pass {
+                    Pass::Azure => self.azure_failure = Some(failure),
+                    Pass::Full | Pass::Host => self.host_failure = Some(failure),
                 }
-                // Up (READY) even so: the daemon is running and healing; the status says what is wrong.
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    /// The daemon's state, from the host AND the Azure side, into the status facts and systemd's status
+    /// line. One place, so a passing host pass never hides a failing Azure pass (or the other way round).
+    /// READY is sent after the first pass whatever its outcome: the daemon is up and healing; the status
+    /// says what is wrong.
+    fn publish(&mut self) {
+        let failing: Vec<&Failure> = [&self.host_failure, &self.azure_failure]
+            .into_iter()
+            .flatten()
+            .collect();
+        let f = &mut self.facts;
+        f.last_error = failing
+            .iter()
+            .map(|x| format!("{} pass: {}", x.pass.name(), x.error))
+            .reduce(|a, b| format!("{a}; {b}"));
+        f.next_retry = failing.iter().map(|x| x.next).min();
+        f.state = match (self.bootstrapped, failing.is_empty()) {
+            (false, _) => "retrying",
+            (true, true) => "running",
+            (true, false) => "degraded",
+        }
+        .into();
+        let line = match failing.first() {
+            None => "running: node bootstrapped; healing drift on every pass".to_string(),
+            Some(x) => {
                 let what = if self.bootstrapped {
-                    format!("degraded: {} pass failed", pass.name())
+                    format!("degraded: {} pass failed", x.pass.name())
                 } else {
                     "bootstrap failed".to_string()
                 };
-                self.notifier.ready(&format!(
-                    "{what} ({failures} in a row), retrying in {}s: {}",
-                    wait.as_secs(),
-                    super::notify::status_line(&e.to_string())
-                ));
-                Ok(())
+                let also = match failing.get(1) {
+                    Some(y) => format!(" (the {} pass is failing too)", y.pass.name()),
+                    None => String::new(),
+                };
+                format!(
+                    "{what} ({} in a row), retrying in {}s{also}: {}",
+                    x.failures,
+                    x.wait.as_secs(),
+                    super::notify::status_line(&x.error)
+                )
             }
-        }
+        };
+        self.notifier.ready(&line);
     }
 
     async fn write_status(&self) {
@@ -542,6 +594,8 @@ mod tests {
             next_azure: None,
             host_retry: Retry::new(RETRY_MAX, false),
             azure_retry: Retry::new(AZURE_RETRY_MAX.min(opts.azure_every), false),
+            host_failure: None,
+            azure_failure: None,
             bootstrapped: false,
             metrics: std::sync::Arc::new(Metrics::new()),
         }
@@ -714,6 +768,83 @@ mod tests {
             (r.step.as_str(), r.what.as_str()),
             ("ContainerdInstaller", "write /etc/containerd/config.toml")
         );
+    }
+
+    #[test]
+    fn a_passing_host_pass_does_not_hide_a_failing_azure_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let (o, n) = (opts(), Notifier::new());
+        let mut d = daemon(&ctx, &o, &n);
+        d.after_pass(Pass::Full, (vec![], Ok(())), false).unwrap();
+        assert_eq!(d.facts.state, "running");
+        let arm_down = || Err(crate::steps::StepError::failed("ARM said 503"));
+        d.after_pass(Pass::Azure, (vec![], arm_down()), false)
+            .unwrap();
+        // The host keeps converging while ARM is down: the state still says Azure is failing.
+        d.after_pass(Pass::Host, (vec![], Ok(())), false).unwrap();
+        assert_eq!(d.facts.state, "degraded");
+        let line = n.last_status();
+        assert!(
+            line.starts_with("degraded: Azure pass failed (1 in a row), retrying in 10s"),
+            "{line}"
+        );
+        assert!(line.contains("ARM said 503"), "{line}");
+        assert!(d
+            .facts
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("Azure pass: "));
+        assert!(d.facts.next_retry.is_some());
+        // Both failing: the host first, the Azure pass mentioned.
+        d.after_pass(
+            Pass::Host,
+            (vec![], Err(crate::steps::StepError::failed("disk full"))),
+            false,
+        )
+        .unwrap();
+        let line = n.last_status();
+        assert!(
+            line.starts_with("degraded: host pass failed (1 in a row)"),
+            "{line}"
+        );
+        assert!(
+            line.contains("(the Azure pass is failing too): disk full"),
+            "{line}"
+        );
+        // Azure back, host healed: running again, no error left.
+        d.after_pass(Pass::Azure, (vec![], Ok(())), false).unwrap();
+        d.after_pass(Pass::Host, (vec![], Ok(())), false).unwrap();
+        assert_eq!(d.facts.state, "running");
+        assert_eq!(d.facts.last_error, None);
+        assert_eq!(d.facts.next_retry, None);
+        assert!(
+            n.last_status().starts_with("running"),
+            "{}",
+            n.last_status()
+        );
+    }
+
+    #[test]
+    fn changes_made_by_a_full_pass_after_bootstrap_are_repairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let (o, n) = (opts(), Notifier::new());
+        let mut d = daemon(&ctx, &o, &n);
+        let write = || {
+            vec![report(
+                "SystemConfigured",
+                Phase::Installation,
+                &["write /etc/sysctl.d/999-sysctl-aks.conf"],
+            )]
+        };
+        // The first bootstrap's changes are not drift.
+        d.after_pass(Pass::Full, (write(), Ok(())), false).unwrap();
+        assert!(d.facts.last_repair.is_none());
+        // With the identity phase filtered out (`--only`), later passes are full passes too.
+        d.after_pass(Pass::Full, (write(), Ok(())), false).unwrap();
+        assert_eq!(d.facts.last_repair.unwrap().step, "SystemConfigured");
     }
 
     #[test]

@@ -15,6 +15,8 @@ const STATUS_MAX: usize = 200;
 #[derive(Debug, Default)]
 pub struct Notifier {
     ready_sent: AtomicBool,
+    /// The last `STATUS=` line (what `systemctl status` shows now).
+    last: std::sync::Mutex<String>,
 }
 
 impl Notifier {
@@ -24,7 +26,7 @@ impl Notifier {
 
     /// Tell systemd the service is up (only the first call sends `READY=1`; later ones only the status).
     pub fn ready(&self, status: &str) {
-        let line = status_line(status);
+        let line = self.remember(status);
         if self.ready_sent.swap(true, Ordering::SeqCst) {
             send(&[NotifyState::Status(&line)]);
         } else {
@@ -38,11 +40,25 @@ impl Notifier {
     }
 
     pub fn status(&self, status: &str) {
-        send(&[NotifyState::Status(&status_line(status))]);
+        send(&[NotifyState::Status(&self.remember(status))]);
     }
 
     pub fn stopping(&self) {
+        self.remember("stopping");
         send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    }
+
+    /// The status line last sent.
+    pub fn last_status(&self) -> String {
+        self.last.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    fn remember(&self, status: &str) -> String {
+        let line = status_line(status);
+        if let Ok(mut l) = self.last.lock() {
+            l.clone_from(&line);
+        }
+        line
     }
 
     pub fn watchdog(&self) {

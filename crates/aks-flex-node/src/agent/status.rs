@@ -46,7 +46,8 @@ const CONTAINERD_BIN: &str = "/usr/bin/containerd";
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DaemonFacts {
-    /// `bootstrapping` | `running` | `retrying`.
+    /// `bootstrapping` | `running` | `retrying` (not bootstrapped yet, the last attempt failed) |
+    /// `degraded` (bootstrapped, but the host or the Azure pass is failing; `lastError` says which).
     pub state: String,
     /// When the last host re-convergence pass finished.
     #[schemars(with = "Option<String>")]
@@ -316,7 +317,7 @@ pub async fn collect(ctx: &Context, facts: Option<&DaemonFacts>) -> Status {
     }
 
     if let Some(f) = facts {
-        if f.state == "retrying" {
+        if f.state == "retrying" || f.state == "degraded" {
             let when = f
                 .next_retry
                 .map(|t| format!(" (next try at {})", t.format("%H:%M:%SZ")))
