@@ -2,6 +2,11 @@
 //! compared in the same run against the floor for the same bytes (`curl` + `sha256sum` + `tar -xzf` of
 //! each file, sequentially); then a re-run on the converged root (must write nothing). Prints both figures
 //! and the ratio. Targets: cold <= 1.2x the floor, converged re-run <= 50 ms.
+//!
+//! Then the daemon's figures on that converged root: a heal pass as the daemon runs it (same context,
+//! identity phase skipped; zero writes; target <= 5 ms), the status computation (target <= 20 ms), and
+//! the release `agent` process itself: resident memory and CPU while idle on the production schedule,
+//! and resident memory after many heal passes (target <= 10 MiB, CPU <= 0.1 %).
 
 #[path = "../tests/runtime_support/mod.rs"]
 mod runtime_support;
@@ -158,4 +163,159 @@ async fn main() {
         "converged re-run (zero writes):             {:>8.1} ms (target <= 50 ms)",
         w.as_secs_f64() * 1e3
     );
+
+    daemon_figures(cfg.clone(), &server, &fx).await;
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// A heal pass and a status computation on a converged root, in process, as the daemon runs them.
+async fn daemon_figures(
+    cfg: Arc<aks_flex_node::config::Config>,
+    server: &ArtifactServer,
+    fx: &Fixtures,
+) {
+    let root = tempfile::tempdir().unwrap();
+    bootstrap(cfg.clone(), root.path()).await;
+    let host = Arc::new(Host::new(root.path()).unwrap());
+    let ctx = Context::new(cfg.clone(), host).unwrap();
+    let all = steps::all_steps();
+    let host_pass = [Phase::Identity].into_iter().collect();
+    let (_, res) = steps::bootstrap(&ctx, &all, &host_pass).await;
+    res.unwrap();
+    let before = mtimes(root.path());
+    let mut heal = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let (_, res) = steps::bootstrap(&ctx, &all, &host_pass).await;
+        res.unwrap();
+        heal.push(t.elapsed());
+    }
+    let after = mtimes(root.path());
+    let written: Vec<_> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v) && !k.contains("/var/log/"))
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(
+        written.is_empty(),
+        "converged heal passes wrote: {written:?}"
+    );
+    println!(
+        "converged heal pass (daemon's host pass):   {:>8.2} ms median of 50, 0 writes (target <= 5 ms)",
+        median(heal).as_secs_f64() * 1e3
+    );
+
+    let mut status = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let st = aks_flex_node::agent::status::collect(&ctx, None).await;
+        status.push(t.elapsed());
+        assert!(!st.steps.is_empty(), "status saw no steps");
+    }
+    println!(
+        "status computation (in process):            {:>8.2} ms median of 20 (target <= 20 ms)",
+        median(status).as_secs_f64() * 1e3
+    );
+
+    agent_process_figures(server, fx).await;
+}
+
+/// Resident memory (KiB) of a process: total, anonymous, file-backed.
+fn rss_kib(pid: u32) -> (u64, u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &s[s.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) (utime, stime); `rest` starts at field 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// The release agent bootstrapping a temp root (identity skipped), then idle on the production schedule,
+/// then after many heal passes.
+async fn agent_process_figures(server: &ArtifactServer, fx: &Fixtures) {
+    use tokio::io::AsyncBufReadExt;
+    let idle_secs = 30u64;
+    let fast_passes = 60u64;
+    let cfgdir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        cfgdir.path(),
+        &config_json(&server.base, fx, serde_json::json!({})),
+    );
+    for (label, heal, wait) in [
+        ("idle, production schedule", None, idle_secs),
+        ("after heal passes every 1 s", Some("1"), fast_passes),
+    ] {
+        let root = tempfile::tempdir().unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_aks-flex-node"));
+        cmd.args(["agent", "--skip-phase", "identity", "--root"])
+            .arg(root.path())
+            .arg("--config")
+            .arg(&config)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(h) = heal {
+            cmd.env("AKS_FLEX_NODE_HEAL_INTERVAL", h);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let started = Instant::now();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await {
+                Ok(Ok(Some(l))) if l.contains("running as daemon") => break,
+                Ok(Ok(Some(_))) => {}
+                other => panic!("the agent did not bootstrap: {other:?}"),
+            }
+        }
+        let bootstrapped = started.elapsed();
+        // Keep draining its log so it never blocks on a full pipe.
+        let drain = tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let peak_after_bootstrap = rss_kib(pid).0;
+        let ticks0 = cpu_ticks(pid);
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        let ticks = cpu_ticks(pid) - ticks0;
+        let hz: f64 = String::from_utf8(
+            Command::new("getconf")
+                .arg("CLK_TCK")
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+        let cpu = ticks as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+        let (rss, anon, file) = rss_kib(pid);
+        println!(
+            "agent RSS {label} ({wait} s after bootstrap in {:.1} s): {:.1} MiB (anon {:.1}, file {:.1}; {:.1} MiB right after bootstrap), CPU {cpu:.2} % (targets <= 10 MiB, <= 0.1 % idle)",
+            bootstrapped.as_secs_f64(),
+            rss as f64 / 1024.0,
+            anon as f64 / 1024.0,
+            file as f64 / 1024.0,
+            peak_after_bootstrap as f64 / 1024.0,
+        );
+        child.start_kill().unwrap();
+        let _ = child.wait().await;
+        drain.abort();
+    }
 }

@@ -111,6 +111,14 @@ impl Agent {
     }
 }
 
+/// A test that fails midway must not leave its agent running (it would outlive the test run).
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Everything about a tree that a write could change: type, mode, owner, content, link target,
 /// and for files also inode and mtime (so a rewrite with identical bytes is still detected).
 #[derive(Debug, PartialEq, Eq, Clone)]

@@ -601,3 +601,66 @@ async fn bootstrap_killed_at_every_action_boundary_still_converges_and_unbootstr
         "unbootstrap after crashes did not restore the root: {d:#?}"
     );
 }
+
+/// The journal is bounded by what the agent manages, not by uptime: however many times the daemon repairs
+/// the same drift, the journal stops growing once each step's log is full, and it keeps one undo record
+/// per managed object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_stops_growing_however_many_repairs_the_daemon_makes() {
+    use aks_flex_node::agent::daemon::repairs;
+    use aks_flex_node::steps::{self, journal::LOG_PER_STEP, Context, Phase};
+    use std::sync::Arc;
+
+    let server = ArtifactServer::start().await;
+    let fx = Fixtures::tiny();
+    fx.serve(&server);
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let cfg = Arc::new(load_config(&config_json(
+        &server.base,
+        &fx,
+        serde_json::json!({}),
+    )));
+    let host = Arc::new(aks_flex_node::host::Host::new(r).unwrap());
+    let ctx = Context::new(cfg, host).unwrap();
+    let all = steps::all_steps();
+    let host_pass = [Phase::Identity].into_iter().collect();
+    let (_, res) = steps::bootstrap(&ctx, &all, &host_pass).await;
+    res.unwrap();
+    let journal_path = r.join("var/lib/aks-flex-node/journal.json");
+    let undo_len = || ctx.journal_snapshot().undo.len();
+    let undo_after_bootstrap = undo_len();
+
+    let passes = 2 * LOG_PER_STEP + 8;
+    let mut sizes = Vec::new();
+    for i in 0..passes {
+        // Drift: someone deletes our sysctl file and edits containerd's config.
+        std::fs::remove_file(r.join("etc/sysctl.d/999-sysctl-aks.conf")).unwrap();
+        std::fs::write(
+            r.join("etc/containerd/config.toml"),
+            format!("# drift {i}\n"),
+        )
+        .unwrap();
+        let (reports, res) = steps::bootstrap(&ctx, &all, &host_pass).await;
+        res.unwrap();
+        let fixed: Vec<&str> = repairs(&reports).iter().map(|(s, _)| *s).collect();
+        assert!(
+            fixed.contains(&"SystemConfigured") && fixed.contains(&"ContainerdInstaller"),
+            "pass {i} repaired {fixed:?}"
+        );
+        sizes.push(std::fs::metadata(&journal_path).unwrap().len());
+    }
+    assert_eq!(undo_len(), undo_after_bootstrap, "undo records per repair");
+    // Once every step's log holds LOG_PER_STEP entries, only sequence numbers' digits can change the size.
+    let full = sizes[LOG_PER_STEP + 4];
+    let last = *sizes.last().unwrap();
+    assert!(
+        last <= full + 64,
+        "the journal grew from {full} to {last} bytes over {} more repairs",
+        passes - LOG_PER_STEP - 5
+    );
+    assert!(
+        sizes[0] < full,
+        "the log did grow while filling (the test saw repairs logged)"
+    );
+}
