@@ -216,9 +216,11 @@ async fn daemon_figures(
         status.push(t.elapsed());
         assert!(!st.steps.is_empty(), "status saw no steps");
     }
+    let first = status[0];
     println!(
-        "status computation (in process):            {:>8.2} ms median of 20 (target <= 20 ms)",
-        median(status).as_secs_f64() * 1e3
+        "status computation (the daemon's, each minute): {:>5.2} ms median of 20 (target <= 20 ms); the first in a process {:.1} ms (runs each tool's --version)",
+        median(status).as_secs_f64() * 1e3,
+        first.as_secs_f64() * 1e3
     );
 
     agent_process_figures(server, fx).await;

@@ -4,8 +4,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = aks_flex_node::cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: every command is I/O-bound (hashing and unpacking run on tokio's blocking pool), and
+    // the daemon stays small (one stack, one malloc arena) while it idles between passes.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -446,6 +446,52 @@ pub fn parse_version(output: &str) -> Option<String> {
     })
 }
 
+/// A binary as it is on disk: the same key means the same file, unchanged (a replaced or rewritten binary
+/// gets a new inode or mtime). The daemon computes the status every minute; running `containerd
+/// --version` (a Go binary: ~20 ms) each time would cost more than the rest of the status together.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct VersionKey {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl VersionKey {
+    fn of(program: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(program).ok()?;
+        Some(VersionKey {
+            path: program.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// Versions read in this process, by binary (one entry per path: a changed file replaces its entry).
+static VERSIONS: std::sync::Mutex<BTreeMap<PathBuf, (VersionKey, String)>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn cached_version(key: &VersionKey) -> Option<String> {
+    let cache = VERSIONS.lock().ok()?;
+    cache
+        .get(&key.path)
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
+fn remember_version(key: VersionKey, version: &str) {
+    if let Ok(mut cache) = VERSIONS.lock() {
+        cache.insert(key.path.clone(), (key, version.to_string()));
+    }
+}
+
 /// Run `<binary> --version` where the steps install it (under the root), else (on the real host) the one
 /// on PATH. Err is the problem sentence.
 async fn version(host: &Host, install_path: &str, name: &str) -> Result<String, String> {
@@ -464,12 +510,22 @@ async fn version(host: &Host, install_path: &str, name: &str) -> Result<String, 
             "not installed ({install_path} is missing): run `aks-flex-node bootstrap`"
         ));
     };
+    let key = VersionKey::of(&program);
+    if let Some(v) = key.as_ref().and_then(cached_version) {
+        return Ok(v);
+    }
     let spec = CommandSpec::new(program.display().to_string())
         .arg("--version")
         .timeout(PROBE_TIMEOUT);
     match host.run(&spec).await {
-        Ok(out) if out.success() => parse_version(&out.stdout)
-            .ok_or_else(|| format!("`{} --version` printed no version", program.display())),
+        Ok(out) if out.success() => {
+            let v = parse_version(&out.stdout)
+                .ok_or_else(|| format!("`{} --version` printed no version", program.display()))?;
+            if let Some(k) = key {
+                remember_version(k, &v);
+            }
+            Ok(v)
+        }
         Ok(out) => Err(format!(
             "`{} --version` failed (exit {}): {}",
             program.display(),
@@ -1398,6 +1454,43 @@ users:
             Some("2.0.0")
         );
         assert_eq!(parse_version("no version here"), None);
+    }
+
+    #[tokio::test]
+    async fn a_binarys_version_is_read_once_until_the_binary_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Host::new(dir.path()).unwrap();
+        let bin = dir.path().join(RUNC_BIN.trim_start_matches('/'));
+        let calls = dir.path().join("calls");
+        let put = |v: &str| {
+            std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+            let tmp = bin.with_extension("new");
+            std::fs::write(
+                &tmp,
+                format!(
+                    "#!/bin/sh\necho x >>{}\necho 'runc version {v}'\n",
+                    calls.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::rename(&tmp, &bin).unwrap();
+        };
+        let runs = || {
+            std::fs::read_to_string(&calls)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        put("1.1.12");
+        for _ in 0..3 {
+            assert_eq!(version(&host, RUNC_BIN, "runc").await.unwrap(), "1.1.12");
+        }
+        assert_eq!(runs(), 1, "the unchanged binary was run again");
+        // An upgrade replaces the file: read again.
+        put("1.2.0");
+        assert_eq!(version(&host, RUNC_BIN, "runc").await.unwrap(), "1.2.0");
+        assert_eq!(runs(), 2);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod command;
 pub mod fs;
+pub mod heap;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
