@@ -193,6 +193,10 @@ pub struct Status {
     pub health: Health,
     /// What is wrong and what to do, one sentence each; empty when healthy.
     pub problems: Vec<String>,
+    /// What the configuration leaves out and how to change it (for example node-problem-detector skipped
+    /// for want of a verified digest); these do not make the node unhealthy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The Kubernetes node name.
     pub node_name: String,
     /// The node's conditions when it is not Ready (`Type=Status (Reason: message)`).
@@ -344,6 +348,10 @@ pub async fn collect(ctx: &Context, facts: Option<&DaemonFacts>) -> Status {
         agent_version: env!("AKS_FLEX_NODE_VERSION").to_string(),
         health: Health::Healthy,
         problems,
+        notes: crate::steps::all_steps()
+            .iter()
+            .flat_map(|step| step.notes(ctx))
+            .collect(),
         node_name: node,
         node_conditions: api.conditions,
         cluster,
@@ -954,6 +962,12 @@ pub fn render_text(st: &Status) -> String {
             let _ = writeln!(out, "  - {p}");
         }
     }
+    if !st.notes.is_empty() {
+        let _ = writeln!(out, "\nNotes:");
+        for n in &st.notes {
+            let _ = writeln!(out, "  - {n}");
+        }
+    }
     out
 }
 
@@ -1204,6 +1218,18 @@ users:
         let text = render_text(&st);
         assert!(text.starts_with("health       healthy\n"), "{text}");
         assert!(text.contains("kubelet      1.30.4  running"), "{text}");
+        // NPD unset and nothing to verify it with: skipped, which the status says (and how to enable it)
+        // without calling the node unhealthy.
+        assert_eq!(st.notes.len(), 1, "{:?}", st.notes);
+        assert!(
+            st.notes[0].starts_with("node-problem-detector skipped: no verified SHA-256"),
+            "{:?}",
+            st.notes
+        );
+        assert!(
+            text.contains("\nNotes:\n  - node-problem-detector skipped"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
