@@ -12,9 +12,10 @@ use crate::azure::credential::{
     AzureCliCredential, CachedCredential, ClientSecretCredential, DeviceCodeCredential,
     HimdsCredential, ImdsCredential, TokenCredential,
 };
-use crate::azure::roles::{PrincipalRetry, RoleSpec};
+use crate::azure::roles::PrincipalRetry;
 use crate::azure::{http, AzureError, Result, SecretString};
 use crate::config::{Cloud, Config};
+use crate::model::RoleSpec;
 
 /// How the agent authenticates to ARM for bootstrap/unbootstrap.
 #[derive(Debug, Clone)]

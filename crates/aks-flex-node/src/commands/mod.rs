@@ -203,7 +203,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
     }
 }
 
-fn skip(phases: Vec<crate::steps::Phase>) -> BTreeSet<crate::steps::Phase> {
+fn skip(phases: Vec<crate::model::Phase>) -> BTreeSet<crate::model::Phase> {
     phases.into_iter().collect()
 }
 

@@ -30,28 +30,8 @@ pub use journal::{Journal, JournalError, UndoOp};
 
 use crate::config::Config;
 use crate::host::{CommandSpec, Host, HostError, ServiceOp, STATE_DIR};
-
-/// The original's three phases; `--skip-phase` takes these names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Azure: authenticate, Arc registration, role assignments.
-    Identity,
-    /// Host: kernel settings, runtime, Kubernetes binaries, CNI.
-    Installation,
-    /// Join: cluster credentials, kubelet, services, node ready.
-    Activation,
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Phase::Identity => "identity",
-            Phase::Installation => "installation",
-            Phase::Activation => "activation",
-        })
-    }
-}
+// Re-exported at their old paths for the benches and the agent, which name them through `steps`.
+pub use crate::model::{ClusterEndpoint, Phase};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -122,18 +102,6 @@ impl StepError {
 }
 
 pub type StepResult<T> = Result<T, StepError>;
-
-/// Where the cluster's API server is and which CA signs it: found by the identity phase
-/// (`listClusterUserCredential`) or given in the config (`node.kubelet.serverURL` + `caCertData`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterEndpoint {
-    pub server: String,
-    /// PEM bytes of the cluster CA.
-    pub ca_pem: Vec<u8>,
-    /// The cluster DNS service (`properties.networkProfile.dnsServiceIP` of the managed cluster), when
-    /// the identity phase read it; the kubelet's `clusterDNS` unless `networking.dnsServiceIP` is set.
-    pub dns_service_ip: Option<std::net::IpAddr>,
-}
 
 /// What every step sees.
 pub struct Context {
