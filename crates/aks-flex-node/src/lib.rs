@@ -4,6 +4,10 @@
 //! [`config`] the configuration file, [`model`] plain shared types (no I/O), [`host`] the only effect
 //! boundary, [`steps`] the bootstrap steps and their engine, [`render`] pure file renderers, [`logging`].
 
+// No unsafe code but in the one audited module that allows it (`host::heap`: glibc's malloc_trim, which
+// no safe wrapper offers); every other system call goes through std or rustix.
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod artifacts;
 pub mod azure;

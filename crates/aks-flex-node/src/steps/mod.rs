@@ -451,16 +451,14 @@ pub struct RunLock {
 }
 
 pub fn lock(ctx: &Context) -> StepResult<RunLock> {
-    use std::os::fd::AsRawFd;
     {
         let mut j = ctx.journal();
         journal::ensure_state_dir(&ctx.host, &mut j)?;
     }
     let path = Path::new(STATE_DIR).join(".lock");
     let file = ctx.host.fs.open_append(&path, 0o600)?;
-    // SAFETY: flock on a valid, owned descriptor.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    // flock(LOCK_EX | LOCK_NB): held until the file is closed, released by the kernel if the process dies.
+    if file.try_lock().is_err() {
         return Err(StepError::failed(format!(
             "another aks-flex-node is running against {} (lock {} is held); wait for it or stop it",
             ctx.host.fs.root().display(),
@@ -1379,5 +1377,21 @@ mod tests {
             (after.ino(), after.mtime_nsec(), after.len()),
             "the journal was rewritten by a run that only waited"
         );
+    }
+
+    #[test]
+    fn the_run_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let held = lock(&ctx).unwrap();
+        let err = lock(&ctx)
+            .err()
+            .expect("a second lock while the first is held");
+        assert!(
+            err.to_string().contains("another aks-flex-node is running"),
+            "{err}"
+        );
+        drop(held);
+        lock(&ctx).expect("the lock is free once dropped");
     }
 }
