@@ -38,8 +38,10 @@ deb: ## Debian package dist/aks-flex-node_<version>-1_<arch>.deb (cargo-deb, ins
 test: deps ## Unit, golden, property and integration tests (the default suite, a few minutes)
 	$(CARGO) test --workspace --no-fail-fast
 
-lint: ## Formatting check, clippy with warnings as errors, shellcheck of every script
+lint: ## Formatting check, no import cycle between modules, clippy with warnings as errors, shellcheck of every script
 	$(CARGO) fmt --all -- --check
+	python3 scripts/check-layers.py
+	bash scripts/check-layers-test.sh
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; } || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
 	shellcheck -x scripts/*.sh e2e/*.sh e2e/scenarios/*.sh

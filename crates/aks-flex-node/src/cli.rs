@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::steps::Phase;
+use crate::model::Phase;
 
 pub const DEFAULT_CONFIG: &str = "/etc/aks-flex-node/config.json";
 

@@ -1,8 +1,12 @@
 //! aks-flex-node: turns a Linux machine outside Azure into an AKS worker node.
 //!
 //! Module map (see DESIGN.md §2): [`cli`] the command-line contract, [`commands`] one module per command,
-//! [`config`] the configuration file, [`host`] the only effect boundary, [`steps`] the bootstrap steps and
-//! their engine, [`render`] pure file renderers, [`logging`].
+//! [`config`] the configuration file, [`model`] plain shared types (no I/O), [`host`] the only effect
+//! boundary, [`steps`] the bootstrap steps and their engine, [`render`] pure file renderers, [`logging`].
+
+// No unsafe code but in the one audited module that allows it (`host::heap`: glibc's malloc_trim, which
+// no safe wrapper offers); every other system call goes through std or rustix.
+#![deny(unsafe_code)]
 
 pub mod agent;
 pub mod artifacts;
@@ -12,6 +16,7 @@ pub mod commands;
 pub mod config;
 pub mod host;
 pub mod logging;
+pub mod model;
 pub mod preflight;
 pub mod render;
 pub mod steps;

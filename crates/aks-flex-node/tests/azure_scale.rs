@@ -160,7 +160,7 @@ impl Step for Shared {
     fn name(&self) -> &'static str {
         self.0.name()
     }
-    fn phase(&self) -> steps::Phase {
+    fn phase(&self) -> aks_flex_node::model::Phase {
         self.0.phase()
     }
     async fn plan(&self, ctx: &Context) -> steps::StepResult<Vec<steps::Action>> {

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
@@ -169,21 +168,16 @@ fn script(name: &str, root: &Path, env: &[(&str, &str)], args: &[&str]) -> Out {
 }
 
 fn script_at(path: &Path, root: &Path, env: &[(&str, &str)], args: &[&str]) -> Out {
-    let mut c = Command::new("bash");
-    c.arg(path)
+    // setsid(1), waiting for bash and passing on its exit status.
+    let mut c = Command::new("setsid");
+    c.args(["--wait", "bash"])
+        .arg(path)
         .args(args)
         .env("AKS_FLEX_NODE_INSTALL_ROOT", root)
         .env_remove("AKS_FLEX_NODE_DOWNLOAD_URL")
         .stdin(Stdio::null());
     for (k, v) in env {
         c.env(k, v);
-    }
-    // SAFETY: setsid is async-signal-safe and touches no memory of this process.
-    unsafe {
-        c.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
     }
     let out = c.output().expect("run bash");
     let o = Out {

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aks_flex_node::host::Host;
-use aks_flex_node::steps::{self, Context, Phase};
+use aks_flex_node::model::Phase;
+use aks_flex_node::steps::{self, Context};
 use runtime_support::*;
 
 fn without_npd_pin(mut v: serde_json::Value) -> serde_json::Value {

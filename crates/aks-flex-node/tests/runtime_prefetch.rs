@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use aks_flex_node::artifacts::install::CONCURRENCY;
 use aks_flex_node::host::Host;
-use aks_flex_node::steps::{self, Context, Phase};
+use aks_flex_node::model::Phase;
+use aks_flex_node::steps::{self, Context};
 use runtime_support::*;
 
 fn artifact_urls() -> Vec<String> {

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aks_flex_node::host::Host;
-use aks_flex_node::steps::{self, Context, Phase};
+use aks_flex_node::model::Phase;
+use aks_flex_node::steps::{self, Context};
 use runtime_support::*;
 
 /// Bootstrap only the installation steps into a sandbox root from the loopback server.

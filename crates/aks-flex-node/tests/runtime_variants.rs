@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aks_flex_node::host::Host;
-use aks_flex_node::steps::{self, Context, Phase, Step};
+use aks_flex_node::model::Phase;
+use aks_flex_node::steps::{self, Context, Step};
 use runtime_support::*;
 
 /// The original's template (the default in its docs); fetched as `<mirror>/acs-mirror.azureedge.net/...`.

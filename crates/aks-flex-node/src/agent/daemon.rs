@@ -23,7 +23,8 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use super::metrics::Metrics;
 use super::notify::Notifier;
 use super::status::{self, DaemonFacts, Repair};
-use crate::steps::{self, Context, Phase, Step, StepOutcome, StepReport};
+use crate::model::Phase;
+use crate::steps::{self, Context, Step, StepOutcome, StepReport};
 
 /// How often the host is re-converged (the original's health-check cadence).
 pub const HEAL_INTERVAL: Duration = Duration::from_secs(120);

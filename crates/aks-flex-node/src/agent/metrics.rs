@@ -234,7 +234,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::steps::Phase;
+    use crate::model::Phase;
 
     fn report(name: &'static str, secs: u64) -> StepReport {
         let mut r = StepReport {

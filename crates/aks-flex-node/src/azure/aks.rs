@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use crate::azure::arm::{api, ArmClient};
 use crate::azure::{AzureError, Result};
+use crate::model::ClusterEndpoint;
 
 /// What the agent needs to know about the cluster.
 #[derive(Debug, Clone)]
@@ -79,10 +80,7 @@ fn rg_and_name(resource_id: &str) -> (String, String) {
 /// Server URL and CA PEM from the cluster's credentials: `listClusterUserCredential` (works with local
 /// accounts disabled) and, when the identity may not call it but holds the AKS Cluster Admin Role the
 /// seed README asks for, `listClusterAdminCredential` as the original did. Only server and CA are kept.
-pub async fn user_credentials(
-    arm: &ArmClient,
-    resource_id: &str,
-) -> Result<crate::steps::ClusterEndpoint> {
+pub async fn user_credentials(arm: &ArmClient, resource_id: &str) -> Result<ClusterEndpoint> {
     let user = format!("{resource_id}/listClusterUserCredential");
     let (action, v) = match arm.post(&user, api::MANAGED_CLUSTERS, None).await {
         Ok(v) => ("listClusterUserCredential", v),
@@ -104,9 +102,7 @@ pub async fn user_credentials(
 }
 
 /// Decode `kubeconfigs[0].value` and keep only the first cluster's server and CA (never the user part).
-pub fn endpoint_from_credential_result(
-    v: &Value,
-) -> std::result::Result<crate::steps::ClusterEndpoint, String> {
+pub fn endpoint_from_credential_result(v: &Value) -> std::result::Result<ClusterEndpoint, String> {
     let b64 = v["kubeconfigs"][0]["value"]
         .as_str()
         .ok_or("the response holds no kubeconfig")?;
@@ -136,7 +132,7 @@ pub fn endpoint_from_credential_result(
     if !server.starts_with("https://") {
         return Err(format!("the cluster server {server:?} is not an https URL"));
     }
-    Ok(crate::steps::ClusterEndpoint {
+    Ok(ClusterEndpoint {
         server,
         ca_pem,
         dns_service_ip: None,

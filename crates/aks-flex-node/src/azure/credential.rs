@@ -520,6 +520,8 @@ impl HimdsCredential {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
 
+        use rustix::fs::OFlags;
+
         let who = self.describe();
         let dir = self.key_dir.display();
         let refuse = |why: String| {
@@ -567,7 +569,7 @@ impl HimdsCredential {
         // (instead of hanging the agent), through the re-check below.
         let f = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
             .open(path)
             .map_err(unreadable)?;
         // The file that was opened, in case it was replaced between the check and the open.

@@ -2,6 +2,7 @@
 //! session (HTTP client, cached credential, ARM client) built from it.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +13,10 @@ use crate::azure::credential::{
     AzureCliCredential, CachedCredential, ClientSecretCredential, DeviceCodeCredential,
     HimdsCredential, ImdsCredential, TokenCredential,
 };
-use crate::azure::roles::{PrincipalRetry, RoleSpec};
+use crate::azure::roles::PrincipalRetry;
 use crate::azure::{http, AzureError, Result, SecretString};
 use crate::config::{Cloud, Config};
+use crate::model::RoleSpec;
 
 /// How the agent authenticates to ARM for bootstrap/unbootstrap.
 #[derive(Debug, Clone)]
@@ -214,8 +216,7 @@ impl AzureSettings {
                 .unwrap_or_else(|| "azcmagent".into()),
             azcmagent_env: BTreeMap::new(),
             az: "az".into(),
-            // SAFETY: isatty only inspects the descriptor.
-            interactive: unsafe { libc::isatty(2) } == 1,
+            interactive: std::io::stderr().is_terminal(),
             timing,
         })
     }

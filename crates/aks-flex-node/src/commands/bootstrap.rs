@@ -9,7 +9,8 @@ use crate::agent::notify::Notifier;
 use crate::cli::Output;
 use crate::config::Config;
 use crate::host::Host;
-use crate::steps::{self, Context, Phase, Step, StepOutcome, StepReport};
+use crate::model::Phase;
+use crate::steps::{self, Context, Step, StepOutcome, StepReport};
 
 pub(super) fn context(cfg: Arc<Config>, host: Arc<Host>) -> Result<Context, CliError> {
     Context::new(cfg, host).map_err(CliError::failed)

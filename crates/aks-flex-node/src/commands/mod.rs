@@ -203,7 +203,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
     }
 }
 
-fn skip(phases: Vec<crate::steps::Phase>) -> BTreeSet<crate::steps::Phase> {
+fn skip(phases: Vec<crate::model::Phase>) -> BTreeSet<crate::model::Phase> {
     phases.into_iter().collect()
 }
 
@@ -262,12 +262,9 @@ pub fn load_config(path: &Path) -> Result<config::Loaded, CliError> {
 
 /// This machine's hostname (the default node and Arc machine name).
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    // What gethostname(2) returns on Linux: the UTS namespace's node name.
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }

@@ -7,8 +7,9 @@ use super::{CliError, CmdResult};
 use crate::cli::Output;
 use crate::config::Config;
 use crate::host::Host;
+use crate::model::Phase;
 use crate::preflight::{self, IgnoreSet, Options};
-use crate::steps::{Context, Phase};
+use crate::steps::Context;
 
 pub async fn run(
     cfg: Arc<Config>,

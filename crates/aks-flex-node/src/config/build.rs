@@ -425,11 +425,11 @@ pub(super) fn build(f: ConfigFile, opts: &LoadOptions) -> BuildOutput {
         }
     };
     let arc_roles = match arc_f.roles {
-        None => crate::azure::roles::default_roles(),
+        None => crate::model::roles::default_roles(),
         Some(list) => {
-            let mut out: Vec<crate::azure::roles::RoleSpec> = Vec::new();
+            let mut out: Vec<crate::model::RoleSpec> = Vec::new();
             for (i, r) in list.iter().enumerate() {
-                match crate::azure::roles::resolve(r) {
+                match crate::model::roles::resolve(r) {
                     Ok(spec) if out.iter().any(|o| o.guid == spec.guid) => {
                         b.bad(&format!("azure.arc.roles[{i}]"), Some(r), "is listed twice");
                     }

@@ -216,7 +216,7 @@ pub struct ArcConfig {
     pub auto_role_assignment: bool,
     /// Roles for the Arc identity at the cluster scope, resolved to role-definition GUIDs (default:
     /// the original's three), without duplicates; may be empty.
-    pub roles: Vec<crate::azure::roles::RoleSpec>,
+    pub roles: Vec<crate::model::RoleSpec>,
     /// Take over an existing machine resource this agent did not create (default false).
     pub adopt_existing: bool,
     /// Absolute path of `azcmagent`; `None` = `azcmagent` on PATH.

@@ -387,8 +387,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Whether this process runs with effective UID 0.
 pub fn is_root_user() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::steps::{Context, Phase};
+use crate::model::Phase;
+use crate::steps::Context;
 
 /// How bad a failed check is: an error stops `bootstrap` (unless ignored), a warning never does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -12,11 +12,13 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::{Mutex, OnceCell};
 
-use super::{Action, Context, Phase, Step, StepError, StepResult};
+use super::{Action, Context, Step, StepError, StepResult};
 use crate::azure::arc::{AgentStatus, Azcmagent, ConnectArgs};
 use crate::azure::arm::api;
 use crate::azure::settings::{AzureSession, AzureSettings};
 use crate::azure::{aks, permissions, roles, AzureError};
+use crate::model::Phase;
+use crate::model::RoleSpec;
 
 pub const NAME: &str = "ArcInstall";
 
@@ -247,7 +249,7 @@ impl Step for ArcInstall {
         aks::require_azure_rbac(&info, &st.cluster.resource_id).map_err(az)?;
 
         let scope = &st.cluster.resource_id;
-        let missing: Vec<&roles::RoleSpec> = match &principal {
+        let missing: Vec<&RoleSpec> = match &principal {
             Some(p) => roles::missing_roles(&s.azure.arm, scope, p, &st.arc.roles)
                 .await
                 .map_err(az)?,

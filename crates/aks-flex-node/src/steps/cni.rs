@@ -7,9 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{file_action, Action, Context, Phase, Step, StepError, StepResult};
+use super::{file_action, Action, Context, Step, StepError, StepResult};
 use crate::artifacts::{self, install};
 use crate::config::CniMode;
+use crate::model::Phase;
 use crate::render::cni as render;
 
 pub struct CniSetup;

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{file_action, Action, Context, Phase, Step, StepResult};
+use super::{file_action, Action, Context, Step, StepResult};
 use crate::artifacts::{self, install};
+use crate::model::Phase;
 use crate::render::containerd as render;
 
 pub struct ContainerdInstaller;

@@ -7,9 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Action, Context, Phase, Step, StepError, StepResult};
+use super::{Action, Context, Step, StepError, StepResult};
 use crate::artifacts::{self, install, KubeSource};
 use crate::host::CommandSpec;
+use crate::model::Phase;
 
 pub struct KubeBinariesInstaller;
 

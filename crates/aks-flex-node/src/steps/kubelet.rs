@@ -8,8 +8,9 @@ use std::sync::{Once, OnceLock};
 
 use base64::Engine;
 
-use super::{file_action, Action, ClusterEndpoint, Context, Phase, Step, StepError, StepResult};
+use super::{file_action, Action, Context, Step, StepError, StepResult};
 use crate::host::Entry;
+use crate::model::{ClusterEndpoint, Phase};
 use crate::render::kubelet as render;
 
 pub struct KubeletInstaller;

@@ -30,28 +30,8 @@ pub use journal::{Journal, JournalError, UndoOp};
 
 use crate::config::Config;
 use crate::host::{CommandSpec, Host, HostError, ServiceOp, STATE_DIR};
-
-/// The original's three phases; `--skip-phase` takes these names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Azure: authenticate, Arc registration, role assignments.
-    Identity,
-    /// Host: kernel settings, runtime, Kubernetes binaries, CNI.
-    Installation,
-    /// Join: cluster credentials, kubelet, services, node ready.
-    Activation,
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Phase::Identity => "identity",
-            Phase::Installation => "installation",
-            Phase::Activation => "activation",
-        })
-    }
-}
+// Re-exported at their old paths for the benches and the agent, which name them through `steps`.
+pub use crate::model::{ClusterEndpoint, Phase};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -122,18 +102,6 @@ impl StepError {
 }
 
 pub type StepResult<T> = Result<T, StepError>;
-
-/// Where the cluster's API server is and which CA signs it: found by the identity phase
-/// (`listClusterUserCredential`) or given in the config (`node.kubelet.serverURL` + `caCertData`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterEndpoint {
-    pub server: String,
-    /// PEM bytes of the cluster CA.
-    pub ca_pem: Vec<u8>,
-    /// The cluster DNS service (`properties.networkProfile.dnsServiceIP` of the managed cluster), when
-    /// the identity phase read it; the kubelet's `clusterDNS` unless `networking.dnsServiceIP` is set.
-    pub dns_service_ip: Option<std::net::IpAddr>,
-}
 
 /// What every step sees.
 pub struct Context {
@@ -483,16 +451,14 @@ pub struct RunLock {
 }
 
 pub fn lock(ctx: &Context) -> StepResult<RunLock> {
-    use std::os::fd::AsRawFd;
     {
         let mut j = ctx.journal();
         journal::ensure_state_dir(&ctx.host, &mut j)?;
     }
     let path = Path::new(STATE_DIR).join(".lock");
     let file = ctx.host.fs.open_append(&path, 0o600)?;
-    // SAFETY: flock on a valid, owned descriptor.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    // flock(LOCK_EX | LOCK_NB): held until the file is closed, released by the kernel if the process dies.
+    if file.try_lock().is_err() {
         return Err(StepError::failed(format!(
             "another aks-flex-node is running against {} (lock {} is held); wait for it or stop it",
             ctx.host.fs.root().display(),
@@ -1411,5 +1377,21 @@ mod tests {
             (after.ino(), after.mtime_nsec(), after.len()),
             "the journal was rewritten by a run that only waited"
         );
+    }
+
+    #[test]
+    fn the_run_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = context(dir.path());
+        let held = lock(&ctx).unwrap();
+        let err = lock(&ctx)
+            .err()
+            .expect("a second lock while the first is held");
+        assert!(
+            err.to_string().contains("another aks-flex-node is running"),
+            "{err}"
+        );
+        drop(held);
+        lock(&ctx).expect("the lock is free once dropped");
     }
 }

@@ -14,7 +14,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use super::{Action, Context, Phase, Step, StepError, StepResult};
+use super::{Action, Context, Step, StepError, StepResult};
+use crate::model::Phase;
 use crate::render::kubelet as rk;
 
 pub struct NodeReady;

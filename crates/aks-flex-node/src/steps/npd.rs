@@ -5,8 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{file_action, Action, Context, Phase, Step, StepError, StepResult};
+use super::{file_action, Action, Context, Step, StepError, StepResult};
 use crate::artifacts::{self, install};
+use crate::model::Phase;
 use crate::render::npd as render;
 
 pub struct NpdInstaller;

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Action, Context, Phase, Step, StepResult};
+use super::{Action, Context, Step, StepResult};
 use crate::artifacts::{self, install};
+use crate::model::Phase;
 
 pub struct RuncInstaller;
 

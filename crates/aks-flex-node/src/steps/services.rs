@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::drain;
-use super::{Action, Context, Phase, Step, StepError, StepResult, UndoOp};
+use super::{Action, Context, Step, StepError, StepResult, UndoOp};
 use crate::host::ServiceOp;
+use crate::model::Phase;
 use crate::render::{containerd as rc, kubelet as rk, npd as rn};
 
 pub struct ServicesEnabled;

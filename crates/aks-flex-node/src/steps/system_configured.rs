@@ -16,8 +16,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::{Action, Context, Phase, Step, StepError, StepResult, UndoOp};
+use super::{Action, Context, Step, StepError, StepResult, UndoOp};
 use crate::host::{CommandSpec, Effect};
+use crate::model::Phase;
 use crate::render::system::{self, MODULES, MODULES_PATH, SYSCTLS, SYSCTL_PATH};
 
 pub struct SystemConfigured;

@@ -431,8 +431,7 @@ pub fn test_ca_b64() -> String {
 }
 
 pub fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Skip (with a printed reason) when a real-component test cannot run here.
