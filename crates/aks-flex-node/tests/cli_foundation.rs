@@ -105,8 +105,8 @@ impl Agent {
 
     /// SIGTERM, as systemd stops it; returns the exit code.
     fn stop(mut self) -> Option<i32> {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a child's pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
         self.child.wait().unwrap().code()
     }
 }
@@ -472,7 +472,7 @@ fn agent_stops_cleanly_on_sigterm_with_exit_0() {
 #[test]
 fn changing_the_real_machine_requires_root() {
     // Run as `nobody` against the real root: must refuse up front (exit 2), before touching anything.
-    if !cfg!(target_os = "linux") || unsafe { libc::geteuid() } != 0 {
+    if !cfg!(target_os = "linux") || !rustix::process::geteuid().is_root() {
         eprintln!("SKIP changing_the_real_machine_requires_root: needs root to drop to an unprivileged user");
         return;
     }
