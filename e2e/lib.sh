@@ -495,6 +495,15 @@ e2e_down() {
 }
 
 # --- helpers for scenarios ------------------------------------------------------------------------------------
+# The agent's resident memory on the node: total, anonymous and file-backed (code pages), from /proc; its
+# mappings go to logs/agent-smaps.txt (which mapping holds the memory).
+e2e_agent_rss() {
+  local pid
+  pid=$(node_sh systemctl show -p MainPID --value aks-flex-node-agent)
+  node_sh cat "/proc/$pid/smaps" >"$E2E_WORK/logs/agent-smaps.txt" 2>/dev/null || true
+  node_sh cat "/proc/$pid/status" | awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s %.1f MiB  ", $1, $2 / 1024}' 
+}
+
 e2e_figure() { mkdir -p "$E2E_WORK/figures"; printf '%s\n' "$*" >>"$E2E_WORK/figures/$(date +%s%N)"; }
 
 # What a failed scenario shows: the units' states and journals, the API server's view.

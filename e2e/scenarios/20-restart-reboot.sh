@@ -17,9 +17,7 @@ scenario_20_restart_and_reboot() {
   e2e_log "agent restart: no file written, no service restarted"
 
   # Reboot: nspawn ends with the container's poweroff; boot the same root again.
-  local rss
-  rss=$(node_sh sh -c 'ps -o rss= -C aks-flex-node | head -n1' | tr -d ' ')
-  e2e_figure "agent RSS after bootstrap, on the converged node: $((rss / 1024)) MiB"
+  e2e_figure "agent memory after bootstrap, on the converged node: $(e2e_agent_rss)"
   e2e_node_poweroff
   local booted
   booted=$(date -u +%Y-%m-%dT%H:%M:%SZ)

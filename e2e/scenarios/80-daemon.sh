@@ -94,11 +94,10 @@ PY
   case $text in running*) ;; *) fail "systemd's status line after ARM came back: '$text'"; return 1 ;; esac
   e2e_log "ARM back: Azure check passed without a restart; systemd says: $text"
   # Figures on the real node: the agent's memory after these passes, and what `status` costs.
-  local rss passes ms
-  rss=$(node_sh sh -c 'ps -o rss= -C aks-flex-node | head -n1' | tr -d ' ')
+  local passes ms
   passes=$(curl -fsS "http://$metrics/metrics" | awk '/^aks_flex_node_passes_total/ {n += $2} END {print n + 0}')
   ms=$(node_sh sh -c "s=\$(date +%s%N); aks-flex-node status -o json --config $cfg >/dev/null; echo \$(( (\$(date +%s%N) - s) / 1000000 ))")
-  e2e_figure "agent RSS on the real node after $passes passes of this run (fast schedule): $((rss / 1024)) MiB; \`aks-flex-node status -o json\` $ms ms (whole process, API server asked)"
+  e2e_figure "agent memory on the real node after $passes passes of this run (fast schedule): $(e2e_agent_rss); \`aks-flex-node status -o json\` $ms ms (whole process, API server asked)"
   node_sh rm -f /etc/systemd/system/aks-flex-node-agent.service.d/80-e2e-fast.conf
   node_sh systemctl daemon-reload
 }
