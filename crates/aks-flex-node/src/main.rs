@@ -5,6 +5,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Before any thread exists: one malloc arena keeps the daemon's idle memory small (see host::heap).
+    aks_flex_node::host::heap::single_arena();
     let cli = aks_flex_node::cli::Cli::parse();
     // One thread: every command is I/O-bound (hashing and unpacking run on tokio's blocking pool), and
     // the daemon stays small (one stack, one malloc arena) while it idles between passes.

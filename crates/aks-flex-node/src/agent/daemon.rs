@@ -290,8 +290,6 @@ pub async fn run<'a>(
         );
         d.after_pass(pass, outcome, endpoint_changed)?;
         d.write_status().await;
-        // What the pass allocated is garbage now: give it back, so the idle daemon is small.
-        crate::host::heap::release_free_memory();
     }
 }
 
@@ -485,6 +483,10 @@ impl Daemon<'_> {
         if let Err(e) = status::write(&self.ctx.host, &s) {
             tracing::warn!("cannot write the status file {}: {e}", status::STATUS_PATH);
         }
+        // After every pass and every status tick: what the pass allocated is garbage now, and the blocking
+        // threads a bootstrap used (hashing, unpacking) have exited by the next tick; give their memory back
+        // so the idle daemon is small.
+        crate::host::heap::release_free_memory();
     }
 
     fn stop(&self) -> Result<(), DaemonError> {
