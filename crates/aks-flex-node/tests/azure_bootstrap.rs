@@ -183,7 +183,7 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a["kind"].as_str().unwrap_or(""))
+        .map(|a| a["type"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(
         kinds,
@@ -193,7 +193,7 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
             "assignRole",
             "assignRole",
             "waitRoles",
-            "clusterCredentials"
+            "useClusterEndpoint"
         ]
     );
     assert!(w.writes_since(0).is_empty(), "{:?}", w.writes_since(0));
@@ -604,7 +604,7 @@ fn arc_plan_kinds(out: &Output) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a["kind"].as_str().unwrap_or("").to_string())
+        .map(|a| a["type"].as_str().unwrap_or("").to_string())
         .collect()
 }
 
@@ -637,7 +637,7 @@ async fn configured_roles_are_assigned_instead_of_the_defaults() {
             "assignRole",
             "assignRole",
             "waitRoles",
-            "clusterCredentials"
+            "useClusterEndpoint"
         ]
     );
     let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
@@ -709,7 +709,7 @@ async fn without_auto_role_assignment_nothing_is_assigned_and_the_admin_commands
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         arc_plan_kinds(&out),
-        ["arcConnect", "verifyRoles", "clusterCredentials"]
+        ["arcConnect", "verifyRoles", "useClusterEndpoint"]
     );
     let t = bootstrap_fails_with(
         &w,

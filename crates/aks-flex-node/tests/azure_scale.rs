@@ -166,13 +166,8 @@ impl Step for Shared {
     async fn plan(&self, ctx: &Context) -> steps::StepResult<Vec<steps::Action>> {
         self.0.plan(ctx).await
     }
-    async fn apply_custom(
-        &self,
-        ctx: &Context,
-        kind: &str,
-        d: &serde_json::Value,
-    ) -> steps::StepResult<()> {
-        self.0.apply_custom(ctx, kind, d).await
+    async fn apply_remote(&self, ctx: &Context, a: &steps::Action) -> steps::StepResult<()> {
+        self.0.apply_remote(ctx, a).await
     }
     async fn undo_custom(
         &self,

@@ -363,7 +363,7 @@ fn plan_json_has_the_documented_shape_and_changes_nothing() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(before, snapshot(m.path(), true), "plan wrote to the root");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["apiVersion"], "aks-flex-node/v1");
+    assert_eq!(v["apiVersion"], "aks-flex-node/v2");
     assert_eq!(v["kind"], "Plan");
     assert_eq!(v["converged"], false);
     let steps = v["steps"].as_array().unwrap();
@@ -385,9 +385,7 @@ fn plan_json_has_the_documented_shape_and_changes_nothing() {
         .as_str()
         .unwrap()
         .contains("+net.ipv4.ip_forward = 1"));
-    assert!(actions
-        .iter()
-        .any(|a| a["type"] == "custom" && a["kind"] == "swapoff"));
+    assert!(actions.iter().any(|a| a["type"] == "swapOff"));
     // A skipped phase is listed as skipped, with no actions.
     let r = run(&[
         "plan",

@@ -17,7 +17,6 @@ use sha2::{Digest, Sha256};
 
 use super::{ArtifactError, Fetched, CACHE_DIR, RECORD_DIR};
 use crate::host::Host;
-use crate::steps::{Context, StepError, StepResult};
 
 /// One installed file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,24 +51,6 @@ pub fn load_record(host: &Host, component: &str) -> Result<Option<InstallRecord>
         // An unreadable record only means "reinstall".
         Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
     }
-}
-
-/// [`is_current`] for a single-artifact component whose install record is named after the artifact
-/// (runc, containerd, cni, npd): true when exactly this version, arch and pin is installed with `wanted`.
-pub fn spec_is_current(
-    ctx: &Context,
-    spec: &super::ArtifactSpec,
-    wanted: &[(PathBuf, u32)],
-) -> StepResult<bool> {
-    is_current(
-        &ctx.host,
-        &spec.component,
-        &spec.version,
-        &spec.arch,
-        pinned(spec),
-        wanted,
-    )
-    .map_err(crate::steps::StepError::other)
 }
 
 /// Is `component` installed at `version`/`arch` with every file in `wanted` (path, mode) intact?
@@ -123,7 +104,7 @@ fn file_intact(host: &Host, f: &InstallFile) -> Result<bool, ArtifactError> {
         .unwrap_or(false))
 }
 
-fn mtime_ns(md: &std::fs::Metadata) -> i64 {
+pub fn mtime_ns(md: &std::fs::Metadata) -> i64 {
     md.mtime().saturating_mul(1_000_000_000) + md.mtime_nsec()
 }
 
@@ -249,189 +230,8 @@ fn extract(
     Ok(out)
 }
 
-/// Install staged files (`dest host path`, `staged real path`, `mode`) and write the component's record.
-/// Every destination is journaled before it is replaced and marked changed for the services reading it.
-pub async fn install(
-    ctx: &Context,
-    step: &str,
-    component: &str,
-    version: &str,
-    arch: &str,
-    source_sha256: &str,
-    files: &[(PathBuf, PathBuf, u32)],
-) -> StepResult<InstallRecord> {
-    let host = &ctx.host;
-    let mut installed = Vec::new();
-    for (dest, src, mode) in files {
-        if let Some(parent) = dest.parent() {
-            ctx.ensure_dir(step, parent, 0o755)?;
-        }
-        let bytes = tokio::fs::read(src)
-            .await
-            .map_err(|e| StepError::failed(format!("reading staged {}: {e}", src.display())))?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        ctx.record_original(step, dest)?;
-        host.fs.write_atomic(dest, &bytes, *mode, None)?;
-        ctx.mark_changed(dest)?;
-        let md = std::fs::symlink_metadata(host.fs.resolve(dest)?)
-            .map_err(|e| StepError::failed(format!("{}: {e}", dest.display())))?;
-        installed.push(InstallFile {
-            path: dest.clone(),
-            mode: *mode,
-            sha256,
-            size: bytes.len() as u64,
-            mtime_ns: mtime_ns(&md),
-        });
-    }
-    let rec = InstallRecord {
-        component: component.into(),
-        version: version.into(),
-        arch: arch.into(),
-        source_sha256: source_sha256.into(),
-        files: installed,
-    };
-    ctx.ensure_dir(step, Path::new(RECORD_DIR), 0o700)?;
-    let path = record_path(component);
-    ctx.record_original(step, &path)?;
-    let text = serde_json::to_vec_pretty(&rec).unwrap_or_default();
-    host.fs.write_atomic(&path, &text, 0o600, None)?;
-    Ok(rec)
-}
-
-/// Create (and journal) the cache directories before fetching.
-pub fn prepare_cache(ctx: &Context, step: &str) -> StepResult<()> {
-    ctx.ensure_dir(step, &Path::new(CACHE_DIR).join("sha256"), 0o700)?;
-    ctx.ensure_dir(step, &Path::new(CACHE_DIR).join("tmp"), 0o700)?;
-    Ok(())
-}
-
-/// The artifacts a step still needs for `Step::artifacts`: `spec`, unless it is installed already.
-pub fn unless_installed(installed: bool, spec: super::ArtifactSpec) -> Vec<super::ArtifactSpec> {
-    if installed {
-        Vec::new()
-    } else {
-        vec![spec]
-    }
-}
-
-/// Fetch one `.tar.gz` artifact (from this run's prefetch or the network, journaled) and stage the entries
-/// `select` names. Returns the verified download too (its digest is recorded by the install).
-pub async fn fetch_tar_gz(
-    ctx: &Context,
-    step: &str,
-    spec: &super::ArtifactSpec,
-    select: impl Fn(&str) -> Option<String> + Send + 'static,
-) -> StepResult<(Fetched, Staged)> {
-    let fetched = fetch_journaled(ctx, step, std::slice::from_ref(spec))
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| crate::steps::StepError::failed(format!("{spec}: nothing was fetched")))?;
-    let staged = Staged::tar_gz(&ctx.host, &fetched, &spec.component, &spec.version, select)
-        .await
-        .map_err(crate::steps::StepError::other)?;
-    Ok((fetched, staged))
-}
-
-/// Fetch with every created cache file journaled under `step`. Artifacts already fetched in this run
-/// (by [`prefetch`]) are taken from the cache without network; the rest are fetched now.
-pub async fn fetch_journaled(
-    ctx: &Context,
-    step: &str,
-    specs: &[super::ArtifactSpec],
-) -> StepResult<Vec<Fetched>> {
-    let mut out: Vec<Option<Fetched>> = specs.iter().map(|s| still_cached(ctx, s)).collect();
-    let missing: Vec<super::ArtifactSpec> = specs
-        .iter()
-        .zip(&out)
-        .filter(|(_, f)| f.is_none())
-        .map(|(s, _)| s.clone())
-        .collect();
-    if !missing.is_empty() {
-        let fetcher = fetcher(ctx)?;
-        prepare_cache(ctx, step)?;
-        let hook = |p: &Path| -> Result<(), ArtifactError> {
-            ctx.record_original(step, p)
-                .map_err(|e| ArtifactError::Other(e.to_string()))
-        };
-        let mut fetched = fetcher
-            .fetch_all(&missing, &hook)
-            .await
-            .map_err(StepError::other)?
-            .into_iter();
-        for slot in out.iter_mut().filter(|f| f.is_none()) {
-            *slot = fetched.next();
-        }
-    }
-    out.into_iter()
-        .map(|f| f.ok_or_else(|| StepError::failed("internal error: an artifact went missing")))
-        .collect()
-}
-
-/// The artifact [`prefetch`] put in the cache in this run, if its file is still there unchanged in size
-/// (it was hashed as it was written, moments ago, into a root-only directory).
-fn still_cached(ctx: &Context, spec: &super::ArtifactSpec) -> Option<Fetched> {
-    let f = ctx.prefetched(&spec.url)?;
-    let md = std::fs::symlink_metadata(&f.real_path).ok()?;
-    (md.is_file() && md.len() == f.bytes).then_some(f)
-}
-
 /// How many artifacts are downloaded at once.
 pub const CONCURRENCY: usize = 4;
-
-/// Fetch the artifacts the steps about to run will install (`(step name, spec)`), up to
-/// [`CONCURRENCY`] at once, into the digest cache; each created cache file is journaled under its step.
-/// On failure: the index in `wanted` of the first artifact (in step order) that failed.
-pub async fn prefetch(
-    ctx: &Context,
-    wanted: &[(&str, super::ArtifactSpec)],
-) -> Result<(), (usize, StepError)> {
-    use futures_util::StreamExt;
-    let Some((first, _)) = wanted.first() else {
-        return Ok(());
-    };
-    let fetcher = fetcher(ctx).map_err(|e| (0, e))?;
-    prepare_cache(ctx, first).map_err(|e| (0, e))?;
-    let started = std::time::Instant::now();
-    let fetcher = &fetcher;
-    // Collected first: a lazily mapped iterator makes the future's Send bound unprovable.
-    let futs: Vec<_> = wanted
-        .iter()
-        .map(|(step, spec)| async move {
-            let hook = move |p: &Path| -> Result<(), ArtifactError> {
-                ctx.record_original(step, p)
-                    .map_err(|e| ArtifactError::Other(e.to_string()))
-            };
-            fetcher.fetch(spec, &hook).await
-        })
-        .collect();
-    let results: Vec<Result<Fetched, ArtifactError>> = futures_util::stream::iter(futs)
-        .buffered(CONCURRENCY)
-        .collect()
-        .await;
-    let mut bytes = 0;
-    let mut first_err = None;
-    for (i, ((_, spec), r)) in wanted.iter().zip(results).enumerate() {
-        match r {
-            Ok(f) => {
-                bytes += f.bytes;
-                ctx.remember_prefetched(&spec.url, f);
-            }
-            Err(e) if first_err.is_none() => first_err = Some((i, StepError::other(e))),
-            Err(_) => {}
-        }
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    tracing::info!(
-        artifacts = wanted.len(),
-        bytes,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "artifacts verified into the cache (up to {CONCURRENCY} downloads at once)"
-    );
-    Ok(())
-}
 
 impl Staged {
     /// Copy single files out of the cache into a staging directory with `mode` (so they can be run for a
@@ -463,74 +263,10 @@ impl Staged {
     }
 }
 
-/// The custom action an installer step plans when its component is missing or out of date.
-pub fn install_action(spec: &super::ArtifactSpec, dests: &[PathBuf]) -> crate::steps::Action {
-    crate::steps::Action::Custom {
-        kind: "install".into(),
-        summary: format!(
-            "install {} {} ({}) from {}",
-            spec.component, spec.version, spec.arch, spec.file
-        ),
-        detail: serde_json::json!({
-            "component": spec.component,
-            "version": spec.version,
-            "arch": spec.arch,
-            "url": spec.url,
-            "files": dests,
-        }),
-    }
-}
-
 /// The pinned digest of a spec (known without network), for [`is_current`].
 pub fn pinned(spec: &super::ArtifactSpec) -> Option<&str> {
     match &spec.digest {
         super::DigestSource::Pinned(d) => Some(d),
         _ => None,
     }
-}
-
-/// The fetcher for a context's configuration.
-pub fn fetcher(ctx: &Context) -> StepResult<super::Fetcher> {
-    super::Fetcher::new(
-        ctx.host.clone(),
-        super::FetcherOptions::from_config(&ctx.config),
-    )
-    .map_err(StepError::other)
-}
-
-/// Install every staged file `name` as `dir/name` with `mode`; fail naming any `required` file missing.
-#[allow(clippy::too_many_arguments)]
-pub async fn install_staged_into(
-    ctx: &Context,
-    step: &str,
-    spec: &super::ArtifactSpec,
-    source_sha256: &str,
-    staged: &Staged,
-    dir: &Path,
-    mode: u32,
-    required: &[&str],
-) -> StepResult<InstallRecord> {
-    for r in required {
-        if staged.get(r).is_none() {
-            return Err(StepError::failed(format!(
-                "{} {} ({}): {} does not contain {r}; is this the right artifact for the version?",
-                spec.component, spec.version, spec.arch, spec.file
-            )));
-        }
-    }
-    let files: Vec<(PathBuf, PathBuf, u32)> = staged
-        .files
-        .iter()
-        .map(|(n, p)| (dir.join(n), p.clone(), mode))
-        .collect();
-    install(
-        ctx,
-        step,
-        &spec.component,
-        &spec.version,
-        &spec.arch,
-        source_sha256,
-        &files,
-    )
-    .await
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::install::InstallArtifact;
 use crate::host::{Effect, Entry, Host, HostError, ServiceOp};
 
 /// One change to the host or the cloud.
@@ -49,21 +50,63 @@ pub enum Action {
     Service { op: ServiceOp, unit: String },
     /// `systemctl daemon-reload`.
     DaemonReload,
-    /// Behaviour the generic actions can't express (artifact installs, Azure calls). Applied by the step
-    /// that planned it; `detail` is shown in plans and must not contain secrets.
-    Custom {
-        kind: String,
-        summary: String,
-        detail: serde_json::Value,
+    /// Download, verify and install a component's files and its install record (see
+    /// [`super::install`]). Applied by the engine from this data alone.
+    InstallArtifact(Box<InstallArtifact>),
+    /// `sysctl -p <file>`; first the live value of each of `keys` not journaled yet is recorded, so undo
+    /// writes back exactly what was there before the agent's first change.
+    ApplySysctls { file: PathBuf, keys: Vec<String> },
+    /// `swapoff -a`, journaled first so undo turns swap back on.
+    SwapOff,
+    /// Record which of `dirs` do not exist yet (before the services first start), so unbootstrap removes
+    /// only the runtime directories the services create.
+    RecordRuntimeDirs { dirs: Vec<PathBuf> },
+    /// Watch `watch` (just started or restarted) until each stays running for `settleSeconds`, then mark
+    /// the `consumed` files as taken into account (a service that does not stay up fails the step, and the
+    /// files stay marked, so the next run restarts it again).
+    #[serde(rename_all = "camelCase")]
+    SettleServices {
+        watch: Vec<String>,
+        consumed: Vec<PathBuf>,
+        settle_seconds: u64,
     },
-    /// Wait until something outside the host's files is true (the node `Ready` on the API server). It
-    /// changes nothing, so the engine does not journal it: a converged node that only waited wrote nothing.
-    /// Applied by the step that planned it, like [`Action::Custom`].
-    Wait {
-        kind: String,
-        summary: String,
-        detail: serde_json::Value,
+    /// Register (or reconnect) the Arc machine with `azcmagent connect` and wait for its managed identity.
+    #[serde(rename_all = "camelCase")]
+    ArcConnect {
+        resource_id: String,
+        machine_name: String,
+        resource_group: String,
+        location: String,
+        tags: std::collections::BTreeMap<String, String>,
+        reconnect: bool,
     },
+    /// Assign `role` on `scope` to the Arc identity (a deterministic assignment name, so it is idempotent).
+    #[serde(rename_all = "camelCase")]
+    AssignRole {
+        role: String,
+        role_definition_id: String,
+        scope: String,
+        /// Unknown until the machine is connected in this run.
+        principal_id: Option<String>,
+        assignment_name: Option<String>,
+    },
+    /// Wait until the role assignments on `scope` are visible to the cluster.
+    #[serde(rename_all = "camelCase")]
+    WaitRoles { scope: String, timeout_seconds: u64 },
+    /// Check that an administrator assigned `roles` on `scope` (`azure.arc.autoRoleAssignment=false`).
+    #[serde(rename_all = "camelCase")]
+    VerifyRoles {
+        scope: String,
+        roles: Vec<String>,
+        principal_id: Option<String>,
+    },
+    /// The cluster's API server the kubelet will use (`listClusterUserCredential`, read while planning).
+    /// Changes nothing; shown so the plan says which cluster endpoint the node joins.
+    UseClusterEndpoint { server: String, cluster: String },
+    /// Wait until node `node` is `Ready` on the API server. It changes nothing, so the engine does not
+    /// journal it: a converged node that only waited wrote nothing.
+    #[serde(rename_all = "camelCase")]
+    WaitNodeReady { node: String, timeout_seconds: u64 },
 }
 
 fn octal<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
@@ -71,6 +114,12 @@ fn octal<S: serde::Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
 }
 
 impl Action {
+    /// True for a wait: it changes nothing, so the engine does not journal it, and a step that only
+    /// waited did not change the node.
+    pub fn is_wait(&self) -> bool {
+        matches!(self, Action::WaitNodeReady { .. })
+    }
+
     /// A text file action (`secret: false`).
     pub fn write(path: impl Into<PathBuf>, mode: u32, content: impl Into<Vec<u8>>) -> Self {
         Action::WriteFile {
@@ -132,7 +181,53 @@ impl Action {
             } => format!("{description}: {}", argv.join(" ")),
             Action::Service { op, unit } => format!("systemctl {} {unit}", op.verb()),
             Action::DaemonReload => "systemctl daemon-reload".into(),
-            Action::Custom { summary, .. } | Action::Wait { summary, .. } => summary.clone(),
+            Action::InstallArtifact(a) => a.summary(),
+            Action::ApplySysctls { file, .. } => {
+                format!("apply kernel settings: sysctl -p {}", file.display())
+            }
+            Action::SwapOff => "turn swap off now: swapoff -a".into(),
+            Action::RecordRuntimeDirs { .. } => "record which runtime directories (/var/lib/containerd, /var/lib/kubelet, ...) exist before the services first start, so unbootstrap removes only what they create".into(),
+            Action::SettleServices {
+                watch,
+                settle_seconds,
+                ..
+            } => {
+                if watch.is_empty() {
+                    "mark changed files as taken into account".to_string()
+                } else {
+                    format!(
+                        "check that {} stay(s) running for {settle_seconds}s, then mark changed files as taken into account",
+                        watch.join(", ")
+                    )
+                }
+            }
+            Action::ArcConnect {
+                machine_name,
+                resource_group,
+                location,
+                reconnect,
+                ..
+            } => format!(
+                "{} Arc machine {machine_name} in {resource_group} ({location})",
+                if *reconnect { "reconnect" } else { "register" }
+            ),
+            Action::AssignRole { role, scope, .. } => {
+                format!("assign {role} to the Arc identity on cluster {scope}")
+            }
+            Action::WaitRoles { .. } => "wait until the role assignments are visible".into(),
+            Action::VerifyRoles { scope, roles, .. } => format!(
+                "check that an administrator assigned {} to the Arc identity on cluster {scope} (azure.arc.autoRoleAssignment=false)",
+                roles.join(", ")
+            ),
+            Action::UseClusterEndpoint { server, .. } => {
+                format!("use cluster API server {server} (listClusterUserCredential)")
+            }
+            Action::WaitNodeReady {
+                node,
+                timeout_seconds,
+            } => format!(
+                "wait up to {timeout_seconds}s for node {node} to be Ready on the API server (as the kubelet)"
+            ),
         }
     }
 

@@ -144,29 +144,23 @@ fn preflight_needs(st: &AzureSettings, actions: &[Action]) -> Vec<permissions::N
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::Custom { kind, detail, .. } if kind == "arcConnect" => {
-                Some(permissions::Need {
-                    action: "Microsoft.HybridCompute/machines/write".into(),
-                    scope: format!(
-                        "/subscriptions/{}/resourceGroups/{}",
-                        st.subscription_id, st.arc.resource_group
-                    ),
-                    purpose: format!(
-                        "register the Arc machine {}",
-                        detail["resourceId"].as_str().unwrap_or_default()
-                    ),
-                })
-            }
-            Action::Custom { kind, detail, .. } if kind == "assignRole" => {
-                Some(permissions::Need {
-                    action: "Microsoft.Authorization/roleAssignments/write".into(),
-                    scope: st.cluster.resource_id.clone(),
-                    purpose: format!(
-                        "assign {} to the Arc identity",
-                        detail["role"].as_str().unwrap_or_default()
-                    ),
-                })
-            }
+            Action::ArcConnect {
+                resource_id,
+                resource_group,
+                ..
+            } => Some(permissions::Need {
+                action: "Microsoft.HybridCompute/machines/write".into(),
+                scope: format!(
+                    "/subscriptions/{}/resourceGroups/{resource_group}",
+                    st.subscription_id
+                ),
+                purpose: format!("register the Arc machine {resource_id}"),
+            }),
+            Action::AssignRole { role, scope, .. } => Some(permissions::Need {
+                action: "Microsoft.Authorization/roleAssignments/write".into(),
+                scope: scope.clone(),
+                purpose: format!("assign {role} to the Arc identity"),
+            }),
             _ => None,
         })
         .collect()
@@ -221,25 +215,13 @@ impl Step for ArcInstall {
                      or set azure.arc.adoptExisting=true to take it over"
                 )));
             }
-            actions.push(Action::Custom {
-                kind: "arcConnect".into(),
-                summary: format!(
-                    "{} Arc machine {} in {} ({})",
-                    if machine.is_some() {
-                        "reconnect"
-                    } else {
-                        "register"
-                    },
-                    st.arc.machine_name,
-                    st.arc.resource_group,
-                    st.arc.location
-                ),
-                detail: json!({
-                    "resourceId": machine_id,
-                    "location": st.arc.location,
-                    "tags": st.arc.tags,
-                    "reconnect": machine.is_some(),
-                }),
+            actions.push(Action::ArcConnect {
+                resource_id: machine_id.clone(),
+                machine_name: st.arc.machine_name.clone(),
+                resource_group: st.arc.resource_group.clone(),
+                location: st.arc.location.clone(),
+                tags: st.arc.tags.clone(),
+                reconnect: machine.is_some(),
             });
         }
         // The cluster must authorise nodes through Azure RBAC.
@@ -259,40 +241,27 @@ impl Step for ArcInstall {
             // Converged: every configured role is assigned.
         } else if st.arc.auto_role_assignment {
             for role in &missing {
-                actions.push(Action::Custom {
-                    kind: "assignRole".into(),
-                    summary: format!(
-                        "assign {} to the Arc identity on cluster {scope}",
-                        role.name
-                    ),
-                    detail: json!({
-                        "role": role.name,
-                        "roleDefinitionId": roles::role_definition_id(&st.subscription_id, &role.guid),
-                        "scope": scope,
-                        "principalId": principal.clone().unwrap_or_else(|| "(the Arc identity, once connected)".into()),
-                        "assignmentName": principal.as_deref().map(|p| roles::assignment_name(scope, p, &role.guid)),
-                    }),
+                actions.push(Action::AssignRole {
+                    role: role.name.clone(),
+                    role_definition_id: roles::role_definition_id(&st.subscription_id, &role.guid),
+                    scope: scope.clone(),
+                    principal_id: principal.clone(),
+                    assignment_name: principal
+                        .as_deref()
+                        .map(|p| roles::assignment_name(scope, p, &role.guid)),
                 });
             }
-            actions.push(Action::Custom {
-                kind: "waitRoles".into(),
-                summary: "wait until the role assignments are visible".into(),
-                detail: json!({"scope": scope, "timeoutSeconds": st.timing.visibility_timeout.as_secs()}),
+            actions.push(Action::WaitRoles {
+                scope: scope.clone(),
+                timeout_seconds: st.timing.visibility_timeout.as_secs(),
             });
         } else {
             // azure.arc.autoRoleAssignment=false: an administrator assigns; we only check.
             let names: Vec<&str> = missing.iter().map(|r| r.name.as_str()).collect();
-            actions.push(Action::Custom {
-                kind: "verifyRoles".into(),
-                summary: format!(
-                    "check that an administrator assigned {} to the Arc identity on cluster {scope} (azure.arc.autoRoleAssignment=false)",
-                    names.join(", ")
-                ),
-                detail: json!({
-                    "scope": scope,
-                    "roles": names,
-                    "principalId": principal.clone().unwrap_or_else(|| "(the Arc identity, once connected)".into()),
-                }),
+            actions.push(Action::VerifyRoles {
+                scope: scope.clone(),
+                roles: names.iter().map(|n| n.to_string()).collect(),
+                principal_id: principal.clone(),
             });
         }
 
@@ -316,13 +285,9 @@ impl Step for ArcInstall {
                 .map_err(az)?;
             ep.dns_service_ip = info.dns_service_ip;
             if !actions.is_empty() {
-                actions.push(Action::Custom {
-                    kind: "clusterCredentials".into(),
-                    summary: format!(
-                        "use cluster API server {} (listClusterUserCredential)",
-                        ep.server
-                    ),
-                    detail: json!({"server": ep.server, "cluster": st.cluster.resource_id}),
+                actions.push(Action::UseClusterEndpoint {
+                    server: ep.server.clone(),
+                    cluster: st.cluster.resource_id.clone(),
                 });
             }
             ctx.set_cluster_endpoint(ep);
@@ -333,17 +298,19 @@ impl Step for ArcInstall {
         Ok(actions)
     }
 
-    async fn apply_custom(
-        &self,
-        ctx: &Context,
-        kind: &str,
-        detail: &serde_json::Value,
-    ) -> StepResult<()> {
+    async fn apply_remote(&self, ctx: &Context, action: &Action) -> StepResult<()> {
         let s = self.session(ctx).await?;
         let st = &s.settings;
-        match kind {
-            "arcConnect" => {
-                let machine_id = st.machine_id();
+        match action {
+            Action::ArcConnect {
+                resource_id,
+                machine_name,
+                resource_group,
+                location,
+                tags,
+                ..
+            } => {
+                let machine_id = resource_id.clone();
                 ctx.record_undo(
                     NAME,
                     "arcMachine",
@@ -352,12 +319,12 @@ impl Step for ArcInstall {
                 // The kubelet's cached token may belong to an identity this connect replaces.
                 clear_token_cache(&ctx.host)?;
                 let args = ConnectArgs {
-                    resource_group: st.arc.resource_group.clone(),
+                    resource_group: resource_group.clone(),
                     tenant_id: st.tenant_id.clone(),
-                    location: st.arc.location.clone(),
+                    location: location.clone(),
                     subscription_id: st.subscription_id.clone(),
-                    resource_name: st.arc.machine_name.clone(),
-                    tags: st.arc.tags.clone(),
+                    resource_name: machine_name.clone(),
+                    tags: tags.clone(),
                     cloud: st.endpoints.name.azcmagent_cloud().into(),
                 };
                 // azcmagent's own ARM calls can be throttled (429) or meet a transient 5xx: retry those.
@@ -423,19 +390,18 @@ impl Step for ArcInstall {
                     tokio::time::sleep(st.timing.poll_interval).await;
                 }
             }
-            "assignRole" => {
+            Action::AssignRole {
+                role: role_name,
+                role_definition_id,
+                scope,
+                ..
+            } => {
                 let principal = self.current_principal(&s).await?;
-                let guid = roles::guid_of(detail["roleDefinitionId"].as_str().unwrap_or(""));
-                let role = st
-                    .arc
-                    .roles
-                    .iter()
-                    .find(|r| r.guid == guid)
-                    .cloned()
-                    .ok_or_else(|| StepError::failed(format!("unknown role {guid} in plan")))?;
-                let scope = &st.cluster.resource_id;
-                let id =
-                    roles::assignment_id(scope, &roles::assignment_name(scope, &principal, &guid));
+                let role = RoleSpec::new(role_name, &roles::guid_of(role_definition_id));
+                let id = roles::assignment_id(
+                    scope,
+                    &roles::assignment_name(scope, &principal, &role.guid),
+                );
                 ctx.record_undo(
                     NAME,
                     "roleAssignment",
@@ -461,22 +427,24 @@ impl Step for ArcInstall {
                 }
                 Ok(())
             }
-            "waitRoles" => {
+            Action::WaitRoles {
+                scope,
+                timeout_seconds,
+            } => {
                 let principal = self.current_principal(&s).await?;
                 roles::wait_visible(
                     &s.azure.arm,
-                    &st.cluster.resource_id,
+                    scope,
                     &principal,
                     &st.arc.roles,
-                    st.timing.visibility_timeout,
+                    std::time::Duration::from_secs(*timeout_seconds),
                     st.timing.poll_interval,
                 )
                 .await
                 .map_err(az)
             }
-            "verifyRoles" => {
+            Action::VerifyRoles { scope, .. } => {
                 let principal = self.current_principal(&s).await?;
-                let scope = &st.cluster.resource_id;
                 let missing = roles::missing_roles(&s.azure.arm, scope, &principal, &st.arc.roles)
                     .await
                     .map_err(az)?;
@@ -492,9 +460,10 @@ impl Step for ArcInstall {
                     roles::admin_commands(scope, &principal, &missing)
                 )))
             }
-            // Fetched during planning; nothing left to do.
-            "clusterCredentials" => Ok(()),
-            other => Err(StepError::failed(format!("{NAME}: unknown action {other}"))),
+            other => Err(StepError::failed(format!(
+                "{NAME} cannot apply {}",
+                other.summary()
+            ))),
         }
     }
 

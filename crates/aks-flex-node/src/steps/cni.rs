@@ -5,10 +5,11 @@
 //! conflist) is removed, journaled, since it would shadow the conflist. `cni.mode: none` installs the
 //! plugins but writes no config, leaving networking to a cluster CNI (Cilium, Azure CNI).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::install::{self, InstallArtifact, InstallTarget, Unpack};
 use super::{file_action, Action, Context, Step, StepError, StepResult};
-use crate::artifacts::{self, install};
+use crate::artifacts;
 use crate::config::CniMode;
 use crate::model::Phase;
 use crate::render::cni as render;
@@ -19,15 +20,16 @@ const NAME: &str = "CNISetup";
 pub const BIN_DIR: &str = "/opt/cni/bin";
 pub const REQUIRED: [&str; 4] = ["bridge", "host-local", "loopback", "portmap"];
 
-fn wanted() -> Vec<(PathBuf, u32)> {
-    REQUIRED
+/// The planned install: every top-level file of the plugins' tarball into [`BIN_DIR`] (0755), [`REQUIRED`]
+/// among them.
+fn install_of(ctx: &Context) -> InstallArtifact {
+    let spec = artifacts::cni_spec(&ctx.config, artifacts::host_arch());
+    let files = REQUIRED
         .iter()
-        .map(|b| (Path::new(BIN_DIR).join(b), 0o755))
-        .collect()
-}
-
-fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
-    install::spec_is_current(ctx, spec, &wanted())
+        .map(|b| InstallTarget::new(*b, Path::new(BIN_DIR).join(b), 0o755))
+        .collect();
+    InstallArtifact::new(spec, Unpack::TarGz { prefix: "".into() }, files)
+        .with_others(BIN_DIR, 0o755)
 }
 
 /// The runtime uses the first network config in `/etc/cni/net.d` by file name: say so when another one
@@ -66,15 +68,10 @@ impl Step for CniSetup {
 
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
         let host = &ctx.host;
-        let spec = artifacts::cni_spec(&ctx.config, artifacts::host_arch());
-        let wanted = wanted();
-        let mut actions = Vec::new();
-        if !installed(ctx, &spec)? {
-            actions.push(install::install_action(
-                &spec,
-                &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
-            ));
-        }
+        let mut actions: Vec<Action> = install::unless_current(ctx, install_of(ctx))?
+            .map(|a| Action::InstallArtifact(Box::new(a)))
+            .into_iter()
+            .collect();
         for d in ["/etc/cni/net.d", "/var/lib/cni"] {
             if !host.fs.exists(Path::new(d))? {
                 actions.push(Action::EnsureDir {
@@ -112,33 +109,9 @@ impl Step for CniSetup {
     }
 
     async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
-        let spec = artifacts::cni_spec(&ctx.config, artifacts::host_arch());
-        Ok(install::unless_installed(installed(ctx, &spec)?, spec))
-    }
-
-    async fn apply_custom(
-        &self,
-        ctx: &Context,
-        _kind: &str,
-        _detail: &serde_json::Value,
-    ) -> StepResult<()> {
-        let spec = artifacts::cni_spec(&ctx.config, artifacts::host_arch());
-        let (fetched, staged) = install::fetch_tar_gz(ctx, NAME, &spec, |p| {
-            (!p.is_empty() && !p.contains('/')).then(|| p.to_string())
-        })
-        .await?;
-        install::install_staged_into(
-            ctx,
-            NAME,
-            &spec,
-            &fetched.sha256,
-            &staged,
-            Path::new(BIN_DIR),
-            0o755,
-            &REQUIRED,
-        )
-        .await?;
-        Ok(())
+        Ok(install::unless_current(ctx, install_of(ctx))?
+            .map(|a| a.sources)
+            .unwrap_or_default())
     }
 }
 

@@ -2,10 +2,11 @@
 //! shims, 2.x does not), `/etc/containerd/config.toml` and the original's unit. Running containerd is never
 //! killed; ServicesEnabled restarts it when one of its files changed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::install::{self, InstallArtifact, InstallTarget, Unpack};
 use super::{file_action, Action, Context, Step, StepResult};
-use crate::artifacts::{self, install};
+use crate::artifacts;
 use crate::model::Phase;
 use crate::render::containerd as render;
 
@@ -14,6 +15,7 @@ pub struct ContainerdInstaller;
 const NAME: &str = "ContainerdInstaller";
 /// Files every containerd release has; the record holds the complete list.
 pub const REQUIRED: [&str; 3] = ["containerd", "containerd-shim-runc-v2", "ctr"];
+const BIN_DIR: &str = "/usr/bin";
 
 /// Whether this process lacks CAP_SYS_RESOURCE (bit 24 of CapEff): then containerd must restrict the
 /// OOM score adjustment or every CRI pod sandbox fails.
@@ -26,15 +28,22 @@ pub fn lacks_cap_sys_resource() -> bool {
         .is_some_and(|caps| caps & (1 << 24) == 0)
 }
 
-fn wanted() -> Vec<(PathBuf, u32)> {
-    REQUIRED
+/// The planned install: every file under the release's `bin/` into `/usr/bin` (0755), [`REQUIRED`] among
+/// them.
+fn install_of(ctx: &Context) -> InstallArtifact {
+    let spec = artifacts::containerd_spec(&ctx.config, artifacts::host_arch());
+    let files = REQUIRED
         .iter()
-        .map(|b| (Path::new("/usr/bin").join(b), 0o755))
-        .collect()
-}
-
-fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
-    install::spec_is_current(ctx, spec, &wanted())
+        .map(|b| InstallTarget::new(*b, Path::new(BIN_DIR).join(b), 0o755))
+        .collect();
+    InstallArtifact::new(
+        spec,
+        Unpack::TarGz {
+            prefix: "bin/".into(),
+        },
+        files,
+    )
+    .with_others(BIN_DIR, 0o755)
 }
 
 pub fn config_toml(ctx: &Context) -> String {
@@ -60,15 +69,10 @@ impl Step for ContainerdInstaller {
 
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
         let host = &ctx.host;
-        let spec = artifacts::containerd_spec(&ctx.config, artifacts::host_arch());
-        let wanted = wanted();
-        let mut actions = Vec::new();
-        if !installed(ctx, &spec)? {
-            actions.push(install::install_action(
-                &spec,
-                &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
-            ));
-        }
+        let mut actions: Vec<Action> = install::unless_current(ctx, install_of(ctx))?
+            .map(|a| Action::InstallArtifact(Box::new(a)))
+            .into_iter()
+            .collect();
         let toml = config_toml(ctx);
         if let Some(a) = file_action(
             host,
@@ -93,35 +97,9 @@ impl Step for ContainerdInstaller {
     }
 
     async fn artifacts(&self, ctx: &Context) -> StepResult<Vec<artifacts::ArtifactSpec>> {
-        let spec = artifacts::containerd_spec(&ctx.config, artifacts::host_arch());
-        Ok(install::unless_installed(installed(ctx, &spec)?, spec))
-    }
-
-    async fn apply_custom(
-        &self,
-        ctx: &Context,
-        _kind: &str,
-        _detail: &serde_json::Value,
-    ) -> StepResult<()> {
-        let spec = artifacts::containerd_spec(&ctx.config, artifacts::host_arch());
-        let (fetched, staged) = install::fetch_tar_gz(ctx, NAME, &spec, |p| {
-            p.strip_prefix("bin/")
-                .filter(|n| !n.is_empty() && !n.contains('/'))
-                .map(str::to_string)
-        })
-        .await?;
-        install::install_staged_into(
-            ctx,
-            NAME,
-            &spec,
-            &fetched.sha256,
-            &staged,
-            Path::new("/usr/bin"),
-            0o755,
-            &REQUIRED,
-        )
-        .await?;
-        Ok(())
+        Ok(install::unless_current(ctx, install_of(ctx))?
+            .map(|a| a.sources)
+            .unwrap_or_default())
     }
 
     async fn after_undo(&self, _ctx: &Context) -> StepResult<Vec<Action>> {

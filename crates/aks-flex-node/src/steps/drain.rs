@@ -46,12 +46,12 @@ pub const BRIDGE: &str = "cni0";
 pub const CHAIN_PREFIXES: [&str; 2] = ["KUBE-", "CNI-"];
 const NETNS_DIR: &str = "/run/netns";
 
-/// Which of [`RUNTIME_DIRS`] do not exist now (recorded before the services first start).
-pub fn absent_runtime_dirs(host: &Host) -> Result<Vec<PathBuf>, crate::host::FsError> {
+/// Which of `dirs` (the [`RUNTIME_DIRS`]) do not exist now (recorded before the services first start).
+pub fn absent_dirs(host: &Host, dirs: &[PathBuf]) -> Result<Vec<PathBuf>, crate::host::FsError> {
     let mut v = Vec::new();
-    for d in RUNTIME_DIRS {
-        if host.fs.entry(Path::new(d))?.is_none() {
-            v.push(PathBuf::from(d));
+    for d in dirs {
+        if host.fs.entry(d)?.is_none() {
+            v.push(d.clone());
         }
     }
     Ok(v)
@@ -554,7 +554,8 @@ num  target     prot opt source               destination
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("var/lib/containerd")).unwrap();
         let host = Host::new(dir.path()).unwrap();
-        let absent = absent_runtime_dirs(&host).unwrap();
+        let all: Vec<PathBuf> = RUNTIME_DIRS.iter().map(PathBuf::from).collect();
+        let absent = absent_dirs(&host, &all).unwrap();
         assert!(!absent.contains(&PathBuf::from("/var/lib/containerd")));
         assert!(absent.contains(&PathBuf::from("/var/lib/kubelet")));
     }

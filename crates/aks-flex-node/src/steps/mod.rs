@@ -10,6 +10,7 @@ pub mod arc_install;
 pub mod cni;
 pub mod containerd;
 pub mod drain;
+pub mod install;
 pub mod journal;
 pub mod kube_binaries;
 pub mod kubelet;
@@ -110,7 +111,7 @@ pub struct Context {
     journal: Mutex<Journal>,
     cluster: Mutex<Option<ClusterEndpoint>>,
     /// Artifacts verified into the download cache earlier in this run, by upstream URL (see
-    /// [`crate::artifacts::install::prefetch`]): installer steps take them from here.
+    /// [`install::prefetch`]): installer steps take them from here.
     prefetched: Mutex<HashMap<String, crate::artifacts::Fetched>>,
 }
 
@@ -292,16 +293,15 @@ pub trait Step: Send + Sync {
     fn notes(&self, _ctx: &Context) -> Vec<String> {
         Vec::new()
     }
-    /// Apply an [`Action::Custom`] this step planned.
-    async fn apply_custom(
-        &self,
-        _ctx: &Context,
-        kind: &str,
-        _detail: &serde_json::Value,
-    ) -> StepResult<()> {
+    /// Apply an action against a remote API, which needs the client the planning step holds: Azure
+    /// ([`Action::ArcConnect`], [`Action::AssignRole`], [`Action::WaitRoles`], [`Action::VerifyRoles`], the
+    /// Arc step) and the cluster's API server ([`Action::WaitNodeReady`], NodeReady). The step applies them
+    /// from the action's data. Every other action is applied by the engine alone.
+    async fn apply_remote(&self, _ctx: &Context, action: &Action) -> StepResult<()> {
         Err(StepError::failed(format!(
-            "step {} cannot apply custom action {kind}",
-            self.name()
+            "step {} cannot apply {}",
+            self.name(),
+            action.summary()
         )))
     }
     /// Undo a custom record this step journaled.
@@ -401,7 +401,7 @@ pub async fn plan(
         });
     }
     Ok(Plan {
-        api_version: "aks-flex-node/v1",
+        api_version: "aks-flex-node/v2",
         kind: "Plan",
         root: ctx.host.fs.root().to_path_buf(),
         converged: out.iter().all(|s| s.status != "changes"),
@@ -529,7 +529,7 @@ pub async fn bootstrap(
         return (reports, Err(e.into()));
     }
     let specs: Vec<_> = wanted.iter().map(|(s, a)| (s.name(), a.clone())).collect();
-    if let Err((i, e)) = crate::artifacts::install::prefetch(ctx, &specs).await {
+    if let Err((i, e)) = install::prefetch(ctx, &specs).await {
         return prefetch_failed(reports, wanted[i].0, e);
     }
     for step in steps {
@@ -655,9 +655,9 @@ async fn run_step(ctx: &Context, step: &dyn Step) -> StepResult<Vec<String>> {
     );
     let n = actions.len();
     // A step that only waits (NodeReady on a converged node) writes nothing, not even the journal.
-    let journaled = actions.iter().any(|a| !matches!(a, Action::Wait { .. }));
+    let journaled = actions.iter().any(|a| !a.is_wait());
     for action in &actions {
-        if let Action::Wait { .. } = action {
+        if action.is_wait() {
             tracing::info!(step = step.name(), "{}", action.summary());
             apply(ctx, step, action).await?;
             continue;
@@ -766,9 +766,26 @@ async fn apply(ctx: &Context, step: &dyn Step, action: &Action) -> StepResult<()
             host.service(*op, unit).await?;
         }
         Action::DaemonReload => host.daemon_reload().await?,
-        Action::Custom { kind, detail, .. } | Action::Wait { kind, detail, .. } => {
-            step.apply_custom(ctx, kind, detail).await?
+        Action::InstallArtifact(a) => {
+            install::apply(ctx, name, a).await?;
         }
+        Action::ApplySysctls { file, keys } => {
+            system_configured::apply_sysctls(ctx, name, file, keys).await?
+        }
+        Action::SwapOff => system_configured::swap_off(ctx, name).await?,
+        Action::RecordRuntimeDirs { dirs } => services::record_runtime_dirs(ctx, name, dirs)?,
+        Action::SettleServices {
+            watch,
+            consumed,
+            settle_seconds,
+        } => services::settle(ctx, watch, consumed, *settle_seconds).await?,
+        Action::ArcConnect { .. }
+        | Action::AssignRole { .. }
+        | Action::WaitRoles { .. }
+        | Action::VerifyRoles { .. }
+        | Action::WaitNodeReady { .. } => step.apply_remote(ctx, action).await?,
+        // Read while planning (read-only); nothing is left to do.
+        Action::UseClusterEndpoint { .. } => {}
     }
     Ok(())
 }
@@ -1117,11 +1134,11 @@ mod tests {
         BreakStateDir,
     }
 
-    /// Journals one custom undo record.
-    struct Custom(&'static str, OnUndo);
+    /// Owns one step-specific undo record.
+    struct OwnsUndo(&'static str, OnUndo);
 
     #[async_trait::async_trait]
-    impl Step for Custom {
+    impl Step for OwnsUndo {
         fn name(&self) -> &'static str {
             self.0
         }
@@ -1132,20 +1149,8 @@ mod tests {
             if !ctx.journal_snapshot().undo_for(self.0).is_empty() {
                 return Ok(Vec::new());
             }
-            Ok(vec![Action::Custom {
-                kind: "mark".into(),
-                summary: "mark".into(),
-                detail: serde_json::json!({}),
-            }])
-        }
-        async fn apply_custom(
-            &self,
-            ctx: &Context,
-            _kind: &str,
-            _detail: &serde_json::Value,
-        ) -> StepResult<()> {
-            ctx.record_undo(self.0, "unmark", serde_json::json!({}))?;
-            Ok(())
+            // The engine journals a step-owned undo record ("swapon") for it, which this step undoes.
+            Ok(vec![Action::SwapOff])
         }
         async fn undo_custom(
             &self,
@@ -1212,7 +1217,7 @@ mod tests {
         let before = tree(root);
         let steps: Vec<Box<dyn Step>> = vec![
             Box::new(Writes("First", "/etc/first.conf")),
-            Box::new(Custom("Saboteur", OnUndo::BreakStateDir)),
+            Box::new(OwnsUndo("Saboteur", OnUndo::BreakStateDir)),
         ];
         bootstrapped(root, &steps).await;
         let journal_path = root.join("var/lib/aks-flex-node/journal.json");
@@ -1239,7 +1244,7 @@ mod tests {
         // Run again once the journal can be written: everything is undone.
         let steps: Vec<Box<dyn Step>> = vec![
             Box::new(Writes("First", "/etc/first.conf")),
-            Box::new(Custom("Saboteur", OnUndo::Succeed)),
+            Box::new(OwnsUndo("Saboteur", OnUndo::Succeed)),
         ];
         let report = unbootstrap(&context(root), &steps).await;
         assert!(report.failures.is_empty(), "{report:?}");
@@ -1253,7 +1258,7 @@ mod tests {
         let before = tree(root);
         let steps: Vec<Box<dyn Step>> = vec![
             Box::new(Writes("First", "/etc/first/a.conf")),
-            Box::new(Custom("Flaky", OnUndo::FailWhileMarked)),
+            Box::new(OwnsUndo("Flaky", OnUndo::FailWhileMarked)),
             Box::new(Writes("Last", "/etc/last/b.conf")),
         ];
         bootstrapped(root, &steps).await;
@@ -1332,20 +1337,14 @@ mod tests {
                 file_action(&ctx.host, Path::new("/etc/x.conf"), 0o644, "x\n", false)?
                     .into_iter()
                     .collect();
-            v.push(Action::Wait {
-                kind: "wait".into(),
-                summary: "wait for something outside".into(),
-                detail: serde_json::Value::Null,
+            v.push(Action::WaitNodeReady {
+                node: "n".into(),
+                timeout_seconds: 1,
             });
             Ok(v)
         }
-        async fn apply_custom(
-            &self,
-            _ctx: &Context,
-            kind: &str,
-            _detail: &serde_json::Value,
-        ) -> StepResult<()> {
-            assert_eq!(kind, "wait");
+        async fn apply_remote(&self, _ctx: &Context, action: &Action) -> StepResult<()> {
+            assert!(action.is_wait(), "{action:?}");
             self.waited.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }

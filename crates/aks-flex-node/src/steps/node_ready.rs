@@ -21,7 +21,6 @@ use crate::render::kubelet as rk;
 pub struct NodeReady;
 
 pub const NAME: &str = "NodeReady";
-const KIND: &str = "waitNodeReady";
 /// How long bootstrap waits for the node to be `Ready` unless `AKS_FLEX_NODE_NODE_READY_TIMEOUT` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub const TIMEOUT_ENV: &str = "AKS_FLEX_NODE_NODE_READY_TIMEOUT";
@@ -212,13 +211,9 @@ impl Step for NodeReady {
             return Ok(Vec::new());
         }
         let node = &ctx.config.agent.node_name;
-        let wait = Action::Wait {
-            kind: KIND.into(),
-            summary: format!(
-                "wait up to {}s for node {node} to be Ready on the API server (as the kubelet)",
-                timeout()?.as_secs()
-            ),
-            detail: serde_json::json!({ "node": node }),
+        let wait = Action::WaitNodeReady {
+            node: node.clone(),
+            timeout_seconds: timeout()?.as_secs(),
         };
         let Some(kubeconfig) = ctx.host.fs.read_to_string(Path::new(rk::KUBECONFIG_PATH))? else {
             return Ok(vec![wait]);
@@ -230,14 +225,18 @@ impl Step for NodeReady {
         }
     }
 
-    async fn apply_custom(
-        &self,
-        ctx: &Context,
-        _kind: &str,
-        _detail: &serde_json::Value,
-    ) -> StepResult<()> {
-        let node = &ctx.config.agent.node_name;
-        let timeout = timeout()?;
+    async fn apply_remote(&self, ctx: &Context, action: &Action) -> StepResult<()> {
+        let Action::WaitNodeReady {
+            node,
+            timeout_seconds,
+        } = action
+        else {
+            return Err(StepError::failed(format!(
+                "{NAME} cannot apply {}",
+                action.summary()
+            )));
+        };
+        let timeout = std::time::Duration::from_secs(*timeout_seconds);
         let kubeconfig = ctx
             .host
             .fs

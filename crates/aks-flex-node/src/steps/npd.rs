@@ -3,10 +3,11 @@
 //! an unset `npd.enabled` when nothing can verify the tarball (with a warning: see [`npd_wanted`]).
 //! Unlike the original, undo also removes the unit (ServicesEnabled's undo stops and disables it first).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::install::{self, InstallArtifact, InstallTarget, Unpack};
 use super::{file_action, Action, Context, Step, StepError, StepResult};
-use crate::artifacts::{self, install};
+use crate::artifacts;
 use crate::model::Phase;
 use crate::render::npd as render;
 
@@ -21,21 +22,34 @@ pub fn npd_wanted(ctx: &Context) -> NpdDecision {
 
 const NAME: &str = "NPD_Installer";
 
-fn wanted() -> Vec<(PathBuf, u32)> {
-    vec![
-        (render::BIN_PATH.into(), 0o755),
-        (render::MONITOR_PATH.into(), 0o644),
-    ]
+/// The planned install: the binary and the kernel monitor's config from the release tarball.
+fn install_of(ctx: &Context) -> InstallArtifact {
+    let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
+    InstallArtifact::new(
+        spec,
+        Unpack::TarGzEntries {
+            entries: vec![
+                (
+                    "bin/node-problem-detector".into(),
+                    "node-problem-detector".into(),
+                ),
+                (
+                    "config/kernel-monitor.json".into(),
+                    "kernel-monitor.json".into(),
+                ),
+            ],
+        },
+        vec![
+            InstallTarget::new("node-problem-detector", render::BIN_PATH, 0o755),
+            InstallTarget::new("kernel-monitor.json", render::MONITOR_PATH, 0o644),
+        ],
+    )
 }
 
 /// Refuse at plan time (before anything changes) when nothing can verify the NPD tarball.
 fn digest_known(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<()> {
     artifacts::check_digest_source(spec, ctx.config.bootstrap.offline_artifacts.as_deref())
         .map_err(|e| StepError::failed(e.to_string()))
-}
-
-fn installed(ctx: &Context, spec: &artifacts::ArtifactSpec) -> StepResult<bool> {
-    install::spec_is_current(ctx, spec, &wanted())
 }
 
 #[async_trait::async_trait]
@@ -60,27 +74,14 @@ impl Step for NpdInstaller {
             return Ok(vec![]);
         }
         let host = &ctx.host;
-        let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
-        let wanted = wanted();
         let mut actions = Vec::new();
-        if !installed(ctx, &spec)? {
-            let mut action = install::install_action(
-                &spec,
-                &wanted.iter().map(|w| w.0.clone()).collect::<Vec<_>>(),
-            );
+        if let Some(mut install) = install::unless_current(ctx, install_of(ctx))? {
             // `plan` shows the blocker; bootstrap refuses in its download preparation (`artifacts`
             // below), before any step has changed anything.
-            if let (
-                Err(e),
-                Action::Custom {
-                    summary, detail, ..
-                },
-            ) = (digest_known(ctx, &spec), &mut action)
-            {
-                summary.push_str(&format!(" -- BLOCKED: {e}"));
-                detail["blocked"] = serde_json::Value::String(e.to_string());
+            if let Err(e) = digest_known(ctx, &install.sources[0]) {
+                install.blocked = Some(e.to_string());
             }
-            actions.push(action);
+            actions.push(Action::InstallArtifact(Box::new(install)));
         }
         let ep = super::kubelet::endpoint(ctx)?;
         actions.extend(file_action(
@@ -97,53 +98,11 @@ impl Step for NpdInstaller {
         if npd_wanted(ctx) != NpdDecision::Wanted {
             return Ok(vec![]);
         }
-        let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
-        if installed(ctx, &spec)? {
+        let Some(install) = install::unless_current(ctx, install_of(ctx))? else {
             return Ok(vec![]);
-        }
-        digest_known(ctx, &spec)?;
-        Ok(vec![spec])
-    }
-
-    async fn apply_custom(
-        &self,
-        ctx: &Context,
-        _kind: &str,
-        _detail: &serde_json::Value,
-    ) -> StepResult<()> {
-        let spec = artifacts::npd_spec(&ctx.config, artifacts::host_arch());
-        let (fetched, staged) = install::fetch_tar_gz(ctx, NAME, &spec, |p| match p {
-            "bin/node-problem-detector" => Some("node-problem-detector".into()),
-            "config/kernel-monitor.json" => Some("kernel-monitor.json".into()),
-            _ => None,
-        })
-        .await?;
-        let (bin, mon) = match (
-            staged.get("node-problem-detector"),
-            staged.get("kernel-monitor.json"),
-        ) {
-            (Some(b), Some(m)) => (b.to_path_buf(), m.to_path_buf()),
-            _ => {
-                return Err(StepError::failed(format!(
-                    "{} does not contain bin/node-problem-detector and config/kernel-monitor.json",
-                    spec.file
-                )))
-            }
         };
-        install::install(
-            ctx,
-            NAME,
-            "npd",
-            &spec.version,
-            &spec.arch,
-            &fetched.sha256,
-            &[
-                (render::BIN_PATH.into(), bin, 0o755),
-                (render::MONITOR_PATH.into(), mon, 0o644),
-            ],
-        )
-        .await?;
-        Ok(())
+        digest_known(ctx, &install.sources[0])?;
+        Ok(install.sources)
     }
 
     async fn after_undo(&self, _ctx: &Context) -> StepResult<Vec<Action>> {

@@ -18,8 +18,6 @@ use crate::render::{containerd as rc, kubelet as rk, npd as rn};
 pub struct ServicesEnabled;
 
 const NAME: &str = "ServicesEnabled";
-/// The custom action that records which runtime directories exist before the services first start.
-const CLAIM: &str = "claimRuntimeDirs";
 /// Its undo record: drain the node's workload, then remove the runtime directories the services created.
 const RUNTIME: &str = "runtimeState";
 /// How long a started service must stay `active (running)` with the same main PID to count as up.
@@ -86,10 +84,8 @@ impl Step for ServicesEnabled {
             e.step == NAME && matches!(&e.op, UndoOp::Custom { kind, .. } if kind == RUNTIME)
         });
         if !claimed {
-            actions.push(Action::Custom {
-                kind: CLAIM.into(),
-                summary: "record which runtime directories (/var/lib/containerd, /var/lib/kubelet, ...) exist before the services first start, so unbootstrap removes only what they create".into(),
-                detail: serde_json::json!({}),
+            actions.push(Action::RecordRuntimeDirs {
+                dirs: drain::RUNTIME_DIRS.iter().map(PathBuf::from).collect(),
             });
         }
         for u in unit_files() {
@@ -125,58 +121,13 @@ impl Step for ServicesEnabled {
             }
         }
         if !actions.is_empty() || !consumed.is_empty() {
-            let summary = if watch.is_empty() {
-                "mark changed files as taken into account".to_string()
-            } else {
-                format!(
-                    "check that {} stay(s) running for {}s, then mark changed files as taken into account",
-                    watch.join(", "),
-                    SETTLE.as_secs()
-                )
-            };
-            actions.push(Action::Custom {
-                kind: "settle".into(),
-                summary,
-                detail: serde_json::json!({ "consumed": consumed, "watch": watch }),
+            actions.push(Action::SettleServices {
+                watch: watch.iter().map(|u| u.to_string()).collect(),
+                consumed: consumed.into_iter().collect(),
+                settle_seconds: SETTLE.as_secs(),
             });
         }
         Ok(actions)
-    }
-
-    async fn apply_custom(
-        &self,
-        ctx: &Context,
-        kind: &str,
-        detail: &serde_json::Value,
-    ) -> StepResult<()> {
-        if kind == CLAIM {
-            let absent = drain::absent_runtime_dirs(&ctx.host)?;
-            ctx.record_undo(NAME, RUNTIME, serde_json::json!({ "absent": absent }))?;
-            return Ok(());
-        }
-        let consumed: Vec<PathBuf> =
-            serde_json::from_value(detail["consumed"].clone()).unwrap_or_default();
-        let watch: Vec<String> =
-            serde_json::from_value(detail["watch"].clone()).unwrap_or_default();
-        if !ctx.host.is_sandbox() && !watch.is_empty() {
-            let host = &ctx.host;
-            let outcome = wait_stay_up(&watch, SETTLE, START_TIMEOUT, |unit| {
-                let unit = unit.to_string();
-                async move { host.unit_status(&unit).await }
-            })
-            .await?;
-            if let Err(NotUp { unit, problem }) = outcome {
-                let tail = host.unit_journal_tail(&unit, JOURNAL_LINES).await;
-                return Err(StepError::failed(format!(
-                    "{unit}.service did not stay up: {problem}. Last {JOURNAL_LINES} journal lines (journalctl -u {unit}):\n{}",
-                    tail.trim_end()
-                )));
-            }
-        }
-        // Only now are the changed files taken into account: a service that did not come up is
-        // started (or restarted) again by the next run.
-        ctx.consume_changed(&consumed)?;
-        Ok(())
     }
 
     /// After the units were stopped (their undo records are newer, so they ran first): take the node's
@@ -216,6 +167,47 @@ impl Step for ServicesEnabled {
             )))
         }
     }
+}
+
+/// Apply [`Action::RecordRuntimeDirs`] for `step`: journal which of `dirs` do not exist yet. Its undo
+/// (this step's) drains the node's workload and removes those directories.
+pub fn record_runtime_dirs(ctx: &Context, step: &str, dirs: &[PathBuf]) -> StepResult<()> {
+    let absent = drain::absent_dirs(&ctx.host, dirs)?;
+    ctx.record_undo(step, RUNTIME, serde_json::json!({ "absent": absent }))?;
+    Ok(())
+}
+
+/// Apply [`Action::SettleServices`]: on a real host, watch `watch` until each has stayed up for
+/// `settle_seconds`; then (only then) mark `consumed` as taken into account, so a service that did not
+/// come up is started (or restarted) again by the next run.
+pub async fn settle(
+    ctx: &Context,
+    watch: &[String],
+    consumed: &[PathBuf],
+    settle_seconds: u64,
+) -> StepResult<()> {
+    if !ctx.host.is_sandbox() && !watch.is_empty() {
+        let host = &ctx.host;
+        let outcome = wait_stay_up(
+            watch,
+            Duration::from_secs(settle_seconds),
+            START_TIMEOUT,
+            |unit| {
+                let unit = unit.to_string();
+                async move { host.unit_status(&unit).await }
+            },
+        )
+        .await?;
+        if let Err(NotUp { unit, problem }) = outcome {
+            let tail = host.unit_journal_tail(&unit, JOURNAL_LINES).await;
+            return Err(StepError::failed(format!(
+                "{unit}.service did not stay up: {problem}. Last {JOURNAL_LINES} journal lines (journalctl -u {unit}):\n{}",
+                tail.trim_end()
+            )));
+        }
+    }
+    ctx.consume_changed(consumed)?;
+    Ok(())
 }
 
 /// A watched service that did not stay up, and how.

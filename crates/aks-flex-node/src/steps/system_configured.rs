@@ -27,11 +27,56 @@ const NAME: &str = "SystemConfigured";
 /// Undo record: `{"values": {key: prior live value, or null when the key did not exist}}`.
 const SYSCTL_PRIOR: &str = "sysctlPrior";
 
+/// Apply [`Action::SwapOff`] for `step`: journal first (if swapoff half-works and we crash, undo still
+/// turns swap back on), then `swapoff -a`.
+pub async fn swap_off(ctx: &Context, step: &str) -> StepResult<()> {
+    ctx.record_undo(
+        step,
+        "swapon",
+        serde_json::json!({ "argv": ["swapon", "-a"] }),
+    )?;
+    ctx.host
+        .run_checked(&CommandSpec::new("swapoff").arg("-a").mutates_host())
+        .await?;
+    Ok(())
+}
+
+/// Apply [`Action::ApplySysctls`] for `step`: journal the live value of every key in `keys` not recorded
+/// yet, then `sysctl -p file`.
+pub async fn apply_sysctls(
+    ctx: &Context,
+    step: &str,
+    file: &Path,
+    keys: &[String],
+) -> StepResult<()> {
+    let known = recorded_sysctls(ctx, step);
+    let mut prior = serde_json::Map::new();
+    for k in keys.iter().filter(|k| !known.contains(*k)) {
+        let v = ctx.host.sysctl_value(k)?;
+        prior.insert(
+            k.clone(),
+            v.map_or(serde_json::Value::Null, serde_json::Value::String),
+        );
+    }
+    if !prior.is_empty() {
+        ctx.record_undo(step, SYSCTL_PRIOR, serde_json::json!({ "values": prior }))?;
+    }
+    ctx.host
+        .run_checked(
+            &CommandSpec::new("sysctl")
+                .arg("-p")
+                .arg(file.display().to_string())
+                .mutates_host(),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Sysctl keys whose prior live value the journal already holds (recorded once, before the agent's first
 /// change, so a later drift repair never records the agent's own value as "prior").
-fn recorded_sysctls(ctx: &Context) -> BTreeSet<String> {
+fn recorded_sysctls(ctx: &Context, step: &str) -> BTreeSet<String> {
     ctx.journal_snapshot()
-        .undo_for(NAME)
+        .undo_for(step)
         .into_iter()
         .filter_map(|e| match e.op {
             UndoOp::Custom { kind, data } if kind == SYSCTL_PRIOR => data["values"]
@@ -92,19 +137,14 @@ impl Step for SystemConfigured {
             }
         }
         if live_differs {
-            // Custom rather than a plain run: the live values it replaces are journaled first.
-            actions.push(Action::Custom {
-                kind: "applySysctls".into(),
-                summary: format!("apply kernel settings: sysctl -p {SYSCTL_PATH}"),
-                detail: serde_json::json!({ "argv": ["sysctl", "-p", SYSCTL_PATH] }),
+            // Not a plain run: the live values it replaces are journaled first.
+            actions.push(Action::ApplySysctls {
+                file: SYSCTL_PATH.into(),
+                keys: SYSCTLS.iter().map(|(k, _)| k.to_string()).collect(),
             });
         }
         if !host.active_swaps()?.is_empty() {
-            actions.push(Action::Custom {
-                kind: "swapoff".into(),
-                summary: "turn swap off now: swapoff -a".into(),
-                detail: serde_json::json!({ "argv": ["swapoff", "-a"] }),
-            });
+            actions.push(Action::SwapOff);
         }
         let fstab = Path::new("/etc/fstab");
         if let Some(text) = host.fs.read_to_string(fstab)? {
@@ -117,52 +157,6 @@ impl Step for SystemConfigured {
             }
         }
         Ok(actions)
-    }
-
-    async fn apply_custom(
-        &self,
-        ctx: &Context,
-        kind: &str,
-        _detail: &serde_json::Value,
-    ) -> StepResult<()> {
-        match kind {
-            "swapoff" => {
-                // Journal first: if swapoff half-works and we crash, undo still turns swap back on.
-                ctx.record_undo(
-                    NAME,
-                    "swapon",
-                    serde_json::json!({ "argv": ["swapon", "-a"] }),
-                )?;
-                ctx.host
-                    .run_checked(&CommandSpec::new("swapoff").arg("-a").mutates_host())
-                    .await?;
-                Ok(())
-            }
-            "applySysctls" => {
-                // Journal first: the live value of every key not recorded yet.
-                let known = recorded_sysctls(ctx);
-                let mut prior = serde_json::Map::new();
-                for (k, _) in SYSCTLS.iter().filter(|(k, _)| !known.contains(*k)) {
-                    let v = ctx.host.sysctl_value(k)?;
-                    prior.insert(
-                        k.to_string(),
-                        v.map_or(serde_json::Value::Null, serde_json::Value::String),
-                    );
-                }
-                if !prior.is_empty() {
-                    ctx.record_undo(NAME, SYSCTL_PRIOR, serde_json::json!({ "values": prior }))?;
-                }
-                ctx.host
-                    .run_checked(
-                        &CommandSpec::new("sysctl")
-                            .args(["-p", SYSCTL_PATH])
-                            .mutates_host(),
-                    )
-                    .await?;
-                Ok(())
-            }
-            other => Err(super::StepError::failed(format!("unknown action {other}"))),
-        }
     }
 
     async fn undo_custom(
