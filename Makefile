@@ -38,11 +38,17 @@ deb: ## Debian package dist/aks-flex-node_<version>-1_<arch>.deb (cargo-deb, ins
 test: deps ## Unit, golden, property and integration tests (the default suite, a few minutes)
 	$(CARGO) test --workspace --no-fail-fast
 
-lint: ## Formatting check, no import cycle between modules, clippy with warnings as errors, shellcheck of every script
+lint: ## Formatting check, no import cycle between modules, clippy with warnings as errors, cargo-deny (deny.toml), shellcheck of every script
 	$(CARGO) fmt --all -- --check
 	python3 scripts/check-layers.py
 	bash scripts/check-layers-test.sh
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) deny --version >/dev/null 2>&1 || $(CARGO) install cargo-deny --locked
+	$(CARGO) deny check licenses bans sources
+	@# Advisories need the RustSec database from github.com: checked where it is reachable, loudly not otherwise.
+	@if timeout 20 git ls-remote https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then \
+		$(CARGO) deny check advisories; \
+	else echo "lint: WARNING: security advisories NOT checked: the RustSec database (github.com/rustsec/advisory-db) is not reachable from this machine; run 'cargo deny check advisories' where it is" >&2; fi
 	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; } || { echo "shellcheck is missing: apt-get install shellcheck" >&2; exit 1; }
 	shellcheck -x scripts/*.sh e2e/*.sh e2e/scenarios/*.sh
 
