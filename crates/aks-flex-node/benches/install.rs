@@ -18,8 +18,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aks_flex_node::engine;
+use aks_flex_node::engine::{Context, Phase};
 use aks_flex_node::host::Host;
-use aks_flex_node::steps::{self, Context, Phase};
+use aks_flex_node::steps::{self};
 use runtime_support::*;
 
 fn mtimes(root: &Path) -> BTreeMap<String, (i64, i64, u64)> {
@@ -46,7 +48,7 @@ async fn bootstrap(cfg: Arc<aks_flex_node::config::Config>, root: &Path) -> Dura
     let started = Instant::now();
     let ctx = Context::new(cfg, host).unwrap();
     let skip = [Phase::Identity].into_iter().collect();
-    let (_r, res) = steps::bootstrap(&ctx, &steps::all_steps(), &skip).await;
+    let (_r, res) = engine::bootstrap(&ctx, &steps::all_steps(), &skip).await;
     res.unwrap();
     started.elapsed()
 }
@@ -184,13 +186,13 @@ async fn daemon_figures(
     let ctx = Context::new(cfg.clone(), host).unwrap();
     let all = steps::all_steps();
     let host_pass = [Phase::Identity].into_iter().collect();
-    let (_, res) = steps::bootstrap(&ctx, &all, &host_pass).await;
+    let (_, res) = engine::bootstrap(&ctx, &all, &host_pass).await;
     res.unwrap();
     let before = mtimes(root.path());
     let mut heal = Vec::new();
     for _ in 0..50 {
         let t = Instant::now();
-        let (_, res) = steps::bootstrap(&ctx, &all, &host_pass).await;
+        let (_, res) = engine::bootstrap(&ctx, &all, &host_pass).await;
         res.unwrap();
         heal.push(t.elapsed());
     }

@@ -23,8 +23,9 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use super::metrics::Metrics;
 use super::notify::Notifier;
 use super::status::{self, DaemonFacts, Repair};
+use crate::engine;
+use crate::engine::{Context, Step, StepOutcome, StepReport};
 use crate::model::Phase;
-use crate::steps::{self, Context, Step, StepOutcome, StepReport};
 
 /// How often the host is re-converged (the original's health-check cadence).
 pub const HEAL_INTERVAL: Duration = Duration::from_secs(120);
@@ -318,7 +319,7 @@ impl Daemon<'_> {
         }
     }
 
-    async fn run_pass(&self, pass: Pass) -> (Vec<StepReport>, Result<(), steps::StepError>) {
+    async fn run_pass(&self, pass: Pass) -> (Vec<StepReport>, Result<(), engine::StepError>) {
         if pass == Pass::Azure {
             // Read the endpoint from Azure again rather than trusting this run's copy.
             self.ctx.clear_cluster_endpoint();
@@ -326,17 +327,17 @@ impl Daemon<'_> {
         if let (Pass::Full, Some(gate), false) = (pass, self.gate, self.gate_passed.get()) {
             match gate().await {
                 Ok(()) => self.gate_passed.set(true),
-                Err(e) => return (Vec::new(), Err(steps::StepError::failed(e))),
+                Err(e) => return (Vec::new(), Err(engine::StepError::failed(e))),
             }
         }
         tracing::debug!("starting the {} pass", pass.name());
-        steps::bootstrap(self.ctx, self.steps, &pass.skip(&self.opts.skip)).await
+        engine::bootstrap(self.ctx, self.steps, &pass.skip(&self.opts.skip)).await
     }
 
     fn after_pass(
         &mut self,
         pass: Pass,
-        (reports, result): (Vec<StepReport>, Result<(), steps::StepError>),
+        (reports, result): (Vec<StepReport>, Result<(), engine::StepError>),
         endpoint_changed: bool,
     ) -> Result<(), DaemonError> {
         let now = Instant::now();
@@ -573,7 +574,7 @@ mod tests {
 
     fn ctx(dir: &std::path::Path) -> Context {
         let host = std::sync::Arc::new(crate::host::Host::new(dir).unwrap());
-        Context::new(crate::steps::test_config(serde_json::json!({})), host).unwrap()
+        Context::new(crate::engine::test_config(serde_json::json!({})), host).unwrap()
     }
 
     fn opts() -> Options {
@@ -623,7 +624,7 @@ mod tests {
     }
 
     fn persist(ctx: &Context, server: &str) {
-        ctx.set_cluster_endpoint(crate::steps::ClusterEndpoint {
+        ctx.set_cluster_endpoint(crate::engine::ClusterEndpoint {
             server: server.into(),
             ca_pem: b"-----BEGIN CERTIFICATE-----".to_vec(),
             dns_service_ip: None,
@@ -646,7 +647,7 @@ mod tests {
             assert!(next >= before + o.azure_every && next <= Instant::now() + o.azure_every);
         }
         // A failing one backs off from 10 s, never beyond min(10 min, the interval).
-        let err = || Err(crate::steps::StepError::failed("ARM said 503"));
+        let err = || Err(crate::engine::StepError::failed("ARM said 503"));
         let mut waits = Vec::new();
         for _ in 0..6 {
             let now = Instant::now();
@@ -685,7 +686,7 @@ mod tests {
         let now = Instant::now();
         d.after_pass(
             Pass::Full,
-            (vec![], Err(crate::steps::StepError::failed("HIMDS down"))),
+            (vec![], Err(crate::engine::StepError::failed("HIMDS down"))),
             false,
         )
         .unwrap();
@@ -702,7 +703,7 @@ mod tests {
         let now = Instant::now();
         d.after_pass(
             Pass::Full,
-            (vec![], Err(crate::steps::StepError::failed("x"))),
+            (vec![], Err(crate::engine::StepError::failed("x"))),
             false,
         )
         .unwrap();
@@ -712,7 +713,7 @@ mod tests {
                 Pass::Full,
                 (
                     vec![],
-                    Err(crate::steps::StepError::config("set npd.sha256")),
+                    Err(crate::engine::StepError::config("set npd.sha256")),
                 ),
                 false,
             )
@@ -783,7 +784,7 @@ mod tests {
         let mut d = daemon(&ctx, &o, &n);
         d.after_pass(Pass::Full, (vec![], Ok(())), false).unwrap();
         assert_eq!(d.facts.state, "running");
-        let arm_down = || Err(crate::steps::StepError::failed("ARM said 503"));
+        let arm_down = || Err(crate::engine::StepError::failed("ARM said 503"));
         d.after_pass(Pass::Azure, (vec![], arm_down()), false)
             .unwrap();
         // The host keeps converging while ARM is down: the state still says Azure is failing.
@@ -805,7 +806,7 @@ mod tests {
         // Both failing: the host first, the Azure pass mentioned.
         d.after_pass(
             Pass::Host,
-            (vec![], Err(crate::steps::StepError::failed("disk full"))),
+            (vec![], Err(crate::engine::StepError::failed("disk full"))),
             false,
         )
         .unwrap();

@@ -14,8 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::config::MetricsAddress;
+use crate::engine::{StepOutcome, StepReport};
 use crate::host::{Entry, Host};
-use crate::steps::{StepOutcome, StepReport};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PassLabels {

@@ -19,10 +19,10 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Context;
 use crate::host::{CommandSpec, FsError, Host};
 use crate::render::kubelet as rk;
 use crate::steps::node_ready::{self, NodeView};
-use crate::steps::Context;
 
 /// Where the daemon writes the status (0644, readable without root).
 pub const STATUS_PATH: &str = "/run/aks-flex-node/status.json";
@@ -289,9 +289,9 @@ pub async fn collect(ctx: &Context, facts: Option<&DaemonFacts>) -> Status {
         .iter()
         .map(|(name, r)| {
             let status = match r.status {
-                crate::steps::journal::EntryStatus::Pending => "pending",
-                crate::steps::journal::EntryStatus::Done => "done",
-                crate::steps::journal::EntryStatus::Failed => "failed",
+                crate::engine::journal::EntryStatus::Pending => "pending",
+                crate::engine::journal::EntryStatus::Done => "done",
+                crate::engine::journal::EntryStatus::Failed => "failed",
             };
             (
                 name.clone(),
@@ -987,8 +987,8 @@ fn is_loopback_url(url: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Journal;
     use crate::host::ServiceOp;
-    use crate::steps::Journal;
     use axum::extract::{Path as UrlPath, State};
     use axum::http::{HeaderMap, StatusCode};
     use axum::routing::get;
@@ -1164,7 +1164,7 @@ users:
         for s in ["ArcInstall", "KubeletInstaller", "NodeReady"] {
             j.set_step(&host, s, 1, None).unwrap();
         }
-        let cfg = crate::steps::test_config(serde_json::json!({
+        let cfg = crate::engine::test_config(serde_json::json!({
             "azure": {
                 "tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47",
                 "arc": {"azcmagentPath": azcmagent.display().to_string()},

@@ -8,9 +8,10 @@ use crate::agent::daemon::{self, Shutdown};
 use crate::agent::notify::Notifier;
 use crate::cli::Output;
 use crate::config::Config;
+use crate::engine;
+use crate::engine::{Context, Step, StepOutcome, StepReport};
 use crate::host::Host;
 use crate::model::Phase;
-use crate::steps::{self, Context, Step, StepOutcome, StepReport};
 
 pub(super) fn context(cfg: Arc<Config>, host: Arc<Host>) -> Result<Context, CliError> {
     Context::new(cfg, host).map_err(CliError::failed)
@@ -24,7 +25,7 @@ pub async fn plan(
     steps: Vec<Box<dyn Step>>,
 ) -> CmdResult {
     let ctx = context(cfg, host)?;
-    let plan = steps::plan(&ctx, &steps, &skip)
+    let plan = engine::plan(&ctx, &steps, &skip)
         .await
         .map_err(CliError::failed)?;
     match output {
@@ -96,7 +97,7 @@ pub async fn bootstrap(
     }
     let mut shutdown = Shutdown::install();
     let (reports, result) = tokio::select! {
-        r = steps::bootstrap(&ctx, &steps, &skip) => r,
+        r = engine::bootstrap(&ctx, &steps, &skip) => r,
         _ = shutdown.recv() => {
             return Err(CliError::failed(anyhow::anyhow!(
                 "interrupted; the journal records how far bootstrap got: re-run to resume"

@@ -208,7 +208,7 @@ fn skip(phases: Vec<crate::model::Phase>) -> BTreeSet<crate::model::Phase> {
 }
 
 /// The steps to run: all, or those named with `--only` (an unknown name is a usage error).
-fn select(only: &[String]) -> Result<Vec<Box<dyn crate::steps::Step>>, CliError> {
+fn select(only: &[String]) -> Result<Vec<Box<dyn crate::engine::Step>>, CliError> {
     let all = crate::steps::all_steps();
     if only.is_empty() {
         return Ok(all);

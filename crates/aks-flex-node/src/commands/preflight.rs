@@ -6,10 +6,10 @@ use std::sync::Arc;
 use super::{CliError, CmdResult};
 use crate::cli::Output;
 use crate::config::Config;
+use crate::engine::Context;
 use crate::host::Host;
 use crate::model::Phase;
 use crate::preflight::{self, IgnoreSet, Options};
-use crate::steps::Context;
 
 pub async fn run(
     cfg: Arc<Config>,

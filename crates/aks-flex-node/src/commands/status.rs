@@ -7,8 +7,8 @@ use super::{exit, CliError, CmdResult};
 use crate::agent::status::{self, Health};
 use crate::cli::Output;
 use crate::config::Config;
+use crate::engine::Context;
 use crate::host::Host;
-use crate::steps::Context;
 
 pub async fn run(cfg: Arc<Config>, host: Arc<Host>, output: Output) -> CmdResult {
     let ctx = Context::new(cfg, host).map_err(CliError::failed)?;

@@ -10,10 +10,12 @@ use kube::api::{Api, DeleteParams};
 use super::bootstrap::context;
 use super::{CliError, CmdResult};
 use crate::config::Config;
+use crate::engine;
+use crate::engine::journal::Original;
+use crate::engine::{Journal, UndoOp};
 use crate::host::{CommandSpec, Host, HostError, ServiceOp};
 use crate::render::kubelet as rk;
-use crate::steps::journal::Original;
-use crate::steps::{self, drain, node_ready, Journal, UndoOp};
+use crate::steps::{self, drain, node_ready};
 
 /// The agent's own unit (packaging/aks-flex-node-agent.service).
 pub const AGENT_UNIT: &str = "aks-flex-node-agent.service";
@@ -42,7 +44,7 @@ pub async fn unbootstrap(
         }
     }
 
-    let report = steps::unbootstrap(&ctx, &steps::all_steps()).await;
+    let report = engine::unbootstrap(&ctx, &steps::all_steps()).await;
     if let Some(msg) = &report.nothing_to_do {
         println!("{msg}");
     }

@@ -14,9 +14,10 @@ use crate::azure::credential::TokenCredential;
 use crate::azure::permissions::{self, Need};
 use crate::azure::settings::{AzureSession, AzureSettings};
 use crate::azure::{aks, AzureError};
+use crate::engine::journal::EntryStatus;
+use crate::engine::{Context, UndoOp};
 use crate::host::CommandSpec;
-use crate::steps::journal::EntryStatus;
-use crate::steps::{arc_install, Context, UndoOp};
+use crate::steps::arc_install;
 
 /// Each Azure check gets at most this long (retries included).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
@@ -554,7 +555,7 @@ mod tests {
     #[test]
     fn missing_bootstrap_permissions_are_an_error_until_the_journal_shows_the_identity_set_up() {
         let d = tempfile::tempdir().unwrap();
-        let cfg = crate::steps::test_config(serde_json::json!({}));
+        let cfg = crate::engine::test_config(serde_json::json!({}));
         let host = Arc::new(crate::host::Host::new(d.path()).unwrap());
         let env = |_: &str| None;
         let st = AzureSettings::from_config(&cfg, &env).unwrap();

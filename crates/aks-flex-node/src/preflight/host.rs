@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::{CheckResult, Severity};
 use crate::config::Config;
+use crate::engine::{Context, Journal};
 use crate::host::Host;
-use crate::steps::{Context, Journal};
 
 /// Warn below this many CPUs (kubeadm's minimum).
 pub const MIN_CPUS: usize = 2;

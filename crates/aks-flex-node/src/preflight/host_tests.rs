@@ -18,7 +18,7 @@ fn mkdir(root: &Path, path: &str) {
 
 fn ctx(root: &Path) -> Context {
     Context::new(
-        crate::steps::test_config(serde_json::json!({})),
+        crate::engine::test_config(serde_json::json!({})),
         Arc::new(Host::new(root).unwrap()),
     )
     .unwrap()
@@ -271,7 +271,7 @@ fn ports_held_by_the_kubelet_and_containerd_this_agent_manages_pass() {
 fn the_metrics_port_follows_the_config() {
     let d = tempfile::tempdir().unwrap();
     let c = Context::new(
-        crate::steps::test_config(
+        crate::engine::test_config(
             serde_json::json!({"containerd": {"metricsAddress": "127.0.0.1:9338"}}),
         ),
         Arc::new(Host::new(d.path()).unwrap()),

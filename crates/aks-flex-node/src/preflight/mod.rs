@@ -18,8 +18,8 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+use crate::engine::Context;
 use crate::model::Phase;
-use crate::steps::Context;
 
 /// How bad a failed check is: an error stops `bootstrap` (unless ignored), a warning never does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,7 +171,7 @@ impl Options {
     pub fn for_bootstrap(
         ignore: IgnoreSet,
         skip: &BTreeSet<Phase>,
-        steps: &[Box<dyn crate::steps::Step>],
+        steps: &[Box<dyn crate::engine::Step>],
     ) -> Self {
         let skip_azure = if skip.contains(&Phase::Identity) {
             Some("the identity phase is skipped (--skip-phase identity)".to_string())

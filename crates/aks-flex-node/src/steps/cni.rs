@@ -124,7 +124,7 @@ mod tests {
     use crate::host::Host;
 
     fn context(root: &Path, networking: serde_json::Value) -> Context {
-        let cfg = crate::steps::test_config(serde_json::json!({
+        let cfg = crate::engine::test_config(serde_json::json!({
             "agent": {"nodeName": "flex-node-7"},
             "networking": networking
         }));

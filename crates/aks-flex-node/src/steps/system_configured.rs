@@ -13,10 +13,10 @@
 //! them again at boot, and for a built-in module systemd-modules-load (which uses libkmod, not the
 //! `modprobe` program) only notes that it is built in.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::{Action, Context, Step, StepError, StepResult, UndoOp};
+use super::{Action, Context, Step, StepError, StepResult};
+use crate::engine::effects::{SWAPON, SYSCTL_PRIOR};
 use crate::host::{CommandSpec, Effect};
 use crate::model::Phase;
 use crate::render::system::{self, MODULES, MODULES_PATH, SYSCTLS, SYSCTL_PATH};
@@ -25,68 +25,6 @@ pub struct SystemConfigured;
 
 const NAME: &str = "SystemConfigured";
 /// Undo record: `{"values": {key: prior live value, or null when the key did not exist}}`.
-const SYSCTL_PRIOR: &str = "sysctlPrior";
-
-/// Apply [`Action::SwapOff`] for `step`: journal first (if swapoff half-works and we crash, undo still
-/// turns swap back on), then `swapoff -a`.
-pub async fn swap_off(ctx: &Context, step: &str) -> StepResult<()> {
-    ctx.record_undo(
-        step,
-        "swapon",
-        serde_json::json!({ "argv": ["swapon", "-a"] }),
-    )?;
-    ctx.host
-        .run_checked(&CommandSpec::new("swapoff").arg("-a").mutates_host())
-        .await?;
-    Ok(())
-}
-
-/// Apply [`Action::ApplySysctls`] for `step`: journal the live value of every key in `keys` not recorded
-/// yet, then `sysctl -p file`.
-pub async fn apply_sysctls(
-    ctx: &Context,
-    step: &str,
-    file: &Path,
-    keys: &[String],
-) -> StepResult<()> {
-    let known = recorded_sysctls(ctx, step);
-    let mut prior = serde_json::Map::new();
-    for k in keys.iter().filter(|k| !known.contains(*k)) {
-        let v = ctx.host.sysctl_value(k)?;
-        prior.insert(
-            k.clone(),
-            v.map_or(serde_json::Value::Null, serde_json::Value::String),
-        );
-    }
-    if !prior.is_empty() {
-        ctx.record_undo(step, SYSCTL_PRIOR, serde_json::json!({ "values": prior }))?;
-    }
-    ctx.host
-        .run_checked(
-            &CommandSpec::new("sysctl")
-                .arg("-p")
-                .arg(file.display().to_string())
-                .mutates_host(),
-        )
-        .await?;
-    Ok(())
-}
-
-/// Sysctl keys whose prior live value the journal already holds (recorded once, before the agent's first
-/// change, so a later drift repair never records the agent's own value as "prior").
-fn recorded_sysctls(ctx: &Context, step: &str) -> BTreeSet<String> {
-    ctx.journal_snapshot()
-        .undo_for(step)
-        .into_iter()
-        .filter_map(|e| match e.op {
-            UndoOp::Custom { kind, data } if kind == SYSCTL_PRIOR => data["values"]
-                .as_object()
-                .map(|m| m.keys().cloned().collect::<Vec<_>>()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
-}
 
 #[async_trait::async_trait]
 impl Step for SystemConfigured {
@@ -166,7 +104,7 @@ impl Step for SystemConfigured {
         data: &serde_json::Value,
     ) -> StepResult<()> {
         match kind {
-            "swapon" => {
+            SWAPON => {
                 ctx.host
                     .run_checked(&CommandSpec::new("swapon").arg("-a").mutates_host())
                     .await?;
@@ -209,11 +147,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::engine::{self, Context, UndoOp};
     use crate::host::Host;
-    use crate::steps::{self, Context};
 
     fn config() -> Arc<crate::config::Config> {
-        steps::test_config(serde_json::json!({}))
+        engine::test_config(serde_json::json!({}))
     }
 
     fn put(root: &Path, p: &str, content: &str) {
@@ -225,7 +163,7 @@ mod tests {
     async fn run(root: &Path) -> (Context, Result<(), String>) {
         let ctx = Context::new(config(), Arc::new(Host::new(root).unwrap())).unwrap();
         let (_r, res) =
-            steps::bootstrap(&ctx, &[Box::new(SystemConfigured)], &BTreeSet::new()).await;
+            engine::bootstrap(&ctx, &[Box::new(SystemConfigured)], &BTreeSet::new()).await;
         (ctx, res.map_err(|e| e.to_string()))
     }
 
@@ -357,7 +295,7 @@ mod tests {
         drop(ctx);
 
         let ctx = Context::new(config(), Arc::new(Host::new(root).unwrap())).unwrap();
-        let report = steps::unbootstrap(&ctx, &[Box::new(SystemConfigured)]).await;
+        let report = engine::unbootstrap(&ctx, &[Box::new(SystemConfigured)]).await;
         assert!(report.failures.is_empty(), "{report:?}");
         // The sandbox record file is gone with the agent's state; the host still holds the kernel.
         assert_eq!(live(&ctx, "net.ipv4.ip_forward").as_deref(), Some("0"));

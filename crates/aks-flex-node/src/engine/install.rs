@@ -482,8 +482,8 @@ pub async fn prefetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Action;
     use crate::host::Host;
-    use crate::steps::Action;
 
     fn spec(digest: DigestSource) -> ArtifactSpec {
         ArtifactSpec {
