@@ -4,8 +4,7 @@
 //! [`config`] the configuration file, [`model`] plain shared types (no I/O), [`host`] the only effect
 //! boundary, [`artifacts`] downloads and install records, [`azure`] the cloud, [`engine`] plan/apply/undo,
 //! the journal and typed actions, [`steps`] the bootstrap steps (plan, and undo of what they own),
-//! [`agent`] the daemon,
-//! [`preflight`] the checks, [`render`] pure file renderers, [`logging`].
+//! [`agent`] the daemon, [`preflight`] the checks, [`render`] pure file renderers, [`logging`].
 
 // No unsafe code but in the one audited module that allows it (`host::heap`: glibc's malloc_trim, which
 // no safe wrapper offers); every other system call goes through std or rustix.
