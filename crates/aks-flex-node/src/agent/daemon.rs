@@ -168,10 +168,9 @@ pub fn repairs(reports: &[StepReport]) -> Vec<(&'static str, &str)> {
 pub type Gate<'a> =
     &'a dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + 'a>>;
 
-/// A kind of pass that is failing.
+/// A kind of pass that is failing (how many times in a row: its [`Retry`]).
 struct Failure {
     pass: Pass,
-    failures: u32,
     wait: Duration,
     next: chrono::DateTime<chrono::Utc>,
     error: String,
@@ -416,7 +415,6 @@ impl Daemon<'_> {
                 );
                 let failure = Failure {
                     pass,
-                    failures,
                     wait,
                     next: at + chrono::Duration::from_std(wait).unwrap_or_default(),
                     error: e.to_string(),
@@ -440,6 +438,10 @@ impl Daemon<'_> {
             .into_iter()
             .flatten()
             .collect();
+        let in_a_row = |x: &Failure| match x.pass {
+            Pass::Azure => self.azure_retry.failures,
+            Pass::Full | Pass::Host => self.host_retry.failures,
+        };
         let f = &mut self.facts;
         f.last_error = failing
             .iter()
@@ -466,7 +468,7 @@ impl Daemon<'_> {
                 };
                 format!(
                     "{what} ({} in a row), retrying in {}s{also}: {}",
-                    x.failures,
+                    in_a_row(x),
                     x.wait.as_secs(),
                     super::notify::status_line(&x.error)
                 )

@@ -175,13 +175,8 @@ async fn kill_pods(host: &Host, failures: &mut Vec<String>) {
         if pids.is_empty() {
             break;
         }
-        let mut argv = vec!["kill".to_string(), "-9".to_string()];
-        argv.extend(pids.iter().map(u32::to_string));
-        let spec = CommandSpec::new("kill")
-            .args(argv[1..].iter().cloned())
-            .mutates_host();
         // A process may exit between the look and the kill: not a failure.
-        let _ = host.run(&spec).await;
+        let _ = host.run(&sigkill(&pids)).await;
         if host.is_sandbox() {
             break;
         }
@@ -197,14 +192,16 @@ async fn kill_pods(host: &Host, failures: &mut Vec<String>) {
     }
     let shims = k8s_shim_pids(host);
     if !shims.is_empty() {
-        let mut argv = vec!["kill", "-9"];
-        let ids: Vec<String> = shims.iter().map(u32::to_string).collect();
-        argv.extend(ids.iter().map(String::as_str));
-        let spec = CommandSpec::new("kill")
-            .args(argv[1..].iter().map(|s| s.to_string()))
-            .mutates_host();
-        let _ = host.run(&spec).await;
+        let _ = host.run(&sigkill(&shims)).await;
     }
+}
+
+/// `kill -9 PID...`.
+fn sigkill(pids: &[u32]) -> CommandSpec {
+    CommandSpec::new("kill")
+        .arg("-9")
+        .args(pids.iter().map(u32::to_string))
+        .mutates_host()
 }
 
 async fn remove_netns(host: &Host, failures: &mut Vec<String>) {
