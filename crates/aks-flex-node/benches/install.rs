@@ -43,6 +43,15 @@ fn mtimes(root: &Path) -> BTreeMap<String, (i64, i64, u64)> {
     out
 }
 
+/// Files under `root` created or changed since `before` was taken, the agent's log aside.
+fn written_since(before: &BTreeMap<String, (i64, i64, u64)>, root: &Path) -> Vec<String> {
+    mtimes(root)
+        .into_iter()
+        .filter(|(k, v)| before.get(k) != Some(v) && !k.contains("/var/log/"))
+        .map(|(k, _)| k)
+        .collect()
+}
+
 async fn bootstrap(cfg: Arc<aks_flex_node::config::Config>, root: &Path) -> Duration {
     let host = Arc::new(Host::new(root).unwrap());
     let started = Instant::now();
@@ -128,12 +137,7 @@ async fn main() {
         cold.push(bootstrap(cfg.clone(), root.path()).await);
         let before = mtimes(root.path());
         warm.push(bootstrap(cfg.clone(), root.path()).await);
-        let after = mtimes(root.path());
-        let changed: Vec<_> = after
-            .iter()
-            .filter(|(k, v)| before.get(*k) != Some(v) && !k.contains("/var/log/"))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let changed = written_since(&before, root.path());
         assert!(
             changed.is_empty(),
             "the converged re-run wrote: {changed:?}"
@@ -196,12 +200,7 @@ async fn daemon_figures(
         res.unwrap();
         heal.push(t.elapsed());
     }
-    let after = mtimes(root.path());
-    let written: Vec<_> = after
-        .iter()
-        .filter(|(k, v)| before.get(*k) != Some(v) && !k.contains("/var/log/"))
-        .map(|(k, _)| k.clone())
-        .collect();
+    let written = written_since(&before, root.path());
     assert!(
         written.is_empty(),
         "converged heal passes wrote: {written:?}"
