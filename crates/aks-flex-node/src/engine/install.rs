@@ -548,6 +548,65 @@ mod tests {
             .ends_with(" -- BLOCKED: no digest"));
     }
 
+    /// An offline bundle holding one runc binary of `version`.
+    fn runc_bundle(dir: &Path, version: &str, content: &[u8]) {
+        let arch = crate::artifacts::host_arch();
+        let file = format!("runc.{arch}");
+        std::fs::write(dir.join(&file), content).unwrap();
+        let manifest = serde_json::json!({
+            "apiVersion": "aks-flex-node/v1",
+            "kind": "ArtifactBundle",
+            "artifacts": [{
+                "component": "runc", "version": version, "arch": arch, "file": file,
+                "sha256": hex::encode(Sha256::digest(content)),
+            }],
+        });
+        std::fs::write(dir.join("manifest.json"), manifest.to_string()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_install_applies_what_was_planned_not_what_the_config_says_now() {
+        let bundle = tempfile::tempdir().unwrap();
+        runc_bundle(bundle.path(), "1.1.12", b"#!/bin/sh\necho runc 1.1.12\n");
+        let source = bundle.path().display().to_string();
+        let planned_cfg = crate::engine::test_config(serde_json::json!({
+            "runc": {"version": "1.1.12"},
+            "bootstrap": {"offlineArtifacts": {"source": source}},
+        }));
+        let spec = crate::artifacts::runc_spec(&planned_cfg, crate::artifacts::host_arch());
+        let planned = InstallArtifact::new(
+            spec,
+            Unpack::File,
+            vec![InstallTarget::new("runc", "/usr/bin/runc", 0o755)],
+        );
+        // The config changed between plan and apply: the planned action still installs what it shows.
+        let now_cfg = crate::engine::test_config(serde_json::json!({
+            "runc": {"version": "1.2.0"},
+            "bootstrap": {"offlineArtifacts": {"source": source}},
+        }));
+        let root = tempfile::tempdir().unwrap();
+        let ctx = Context::new(
+            now_cfg,
+            std::sync::Arc::new(Host::new(root.path()).unwrap()),
+        )
+        .unwrap();
+        let rec = apply(&ctx, "Runc_Installer", &planned).await.unwrap();
+        assert_eq!(
+            (rec.component.as_str(), rec.version.as_str()),
+            ("runc", "1.1.12")
+        );
+        assert_eq!(
+            std::fs::read(root.path().join("usr/bin/runc")).unwrap(),
+            b"#!/bin/sh\necho runc 1.1.12\n"
+        );
+        assert!(is_current(&ctx, &planned).unwrap());
+        // A blocked install is refused whole, before anything is fetched.
+        let mut blocked = planned.clone();
+        blocked.blocked = Some("no digest known".into());
+        let e = apply(&ctx, "Runc_Installer", &blocked).await.unwrap_err();
+        assert!(e.to_string().ends_with("no digest known"), "{e}");
+    }
+
     #[test]
     fn version_is_matched_exactly() {
         assert!(version_matches("Kubernetes v1.30.4\n", "1.30.4"));
