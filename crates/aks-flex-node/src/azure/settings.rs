@@ -14,9 +14,9 @@ use crate::azure::credential::{
     HimdsCredential, ImdsCredential, TokenCredential,
 };
 use crate::azure::roles::PrincipalRetry;
-use crate::azure::{http, AzureError, Result, SecretString};
+use crate::azure::{http, AzureError, Result};
 use crate::config::{Cloud, Config};
-use crate::model::RoleSpec;
+use crate::model::{RoleSpec, Secret};
 
 /// How the agent authenticates to ARM for bootstrap/unbootstrap.
 #[derive(Debug, Clone)]
@@ -24,7 +24,7 @@ pub enum AuthMode {
     ServicePrincipal {
         tenant_id: String,
         client_id: String,
-        secret: SecretString,
+        secret: Secret,
     },
     /// Azure CLI login; falls back to device code on a terminal when `az` has no usable login.
     AzureCli,
@@ -149,7 +149,7 @@ impl AzureSettings {
             (Some(sp), _) => AuthMode::ServicePrincipal {
                 tenant_id: sp.tenant_id.clone(),
                 client_id: sp.client_id.clone(),
-                secret: SecretString::new(sp.client_secret.expose()),
+                secret: sp.client_secret.clone(),
             },
             (None, Some(mi)) => AuthMode::ManagedIdentity {
                 client_id: mi.client_id.clone(),
