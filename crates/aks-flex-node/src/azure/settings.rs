@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::azure::arm::{ArmClient, RetryPolicy};
-use crate::azure::cloud::{CloudEndpoints, CloudName};
+use crate::azure::cloud::CloudEndpoints;
 use crate::azure::credential::{
     AzureCliCredential, CachedCredential, ClientSecretCredential, DeviceCodeCredential,
     HimdsCredential, ImdsCredential, TokenCredential,
 };
 use crate::azure::roles::PrincipalRetry;
 use crate::azure::{http, AzureError, Result};
-use crate::config::{Cloud, Config};
+use crate::config::Config;
 use crate::model::{RoleSpec, Secret};
 
 /// How the agent authenticates to ARM for bootstrap/unbootstrap.
@@ -136,12 +136,7 @@ impl AzureSettings {
     /// Resolve from the effective config and an environment lookup.
     pub fn from_config(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let a = &cfg.azure;
-        let name = match a.cloud {
-            Cloud::AzurePublicCloud => CloudName::AzurePublicCloud,
-            Cloud::AzureUSGovernmentCloud => CloudName::AzureUSGovernmentCloud,
-            Cloud::AzureChinaCloud => CloudName::AzureChinaCloud,
-        };
-        let endpoints = CloudEndpoints::of(name).with_overrides(
+        let endpoints = CloudEndpoints::of(a.cloud).with_overrides(
             a.resource_manager_endpoint.as_deref(),
             a.active_directory_endpoint.as_deref(),
         )?;

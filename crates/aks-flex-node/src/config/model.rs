@@ -81,6 +81,15 @@ impl Cloud {
         }
     }
 
+    /// The `azcmagent connect --cloud` spelling.
+    pub fn azcmagent_cloud(self) -> &'static str {
+        match self {
+            Cloud::AzurePublicCloud => "AzureCloud",
+            Cloud::AzureUSGovernmentCloud => "AzureUSGovernment",
+            Cloud::AzureChinaCloud => "AzureChinaCloud",
+        }
+    }
+
     /// Parses a config value case-insensitively (surrounding whitespace ignored).
     pub fn parse(s: &str) -> Option<Cloud> {
         let s = s.trim();
