@@ -9,8 +9,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
-use crate::azure::{AzureError, Result, SecretString};
+use crate::azure::{AzureError, Result};
 use crate::host::{CommandSpec, Host};
+use crate::model::Secret;
 
 /// How to install azcmagent, for the "missing" error.
 pub const INSTALL_HINT: &str = "install the Azure Connected Machine agent first: \
@@ -117,7 +118,7 @@ impl Azcmagent<'_> {
     /// azcmagent registers the machine in Azure and configures the local agent services. It is run for
     /// real even in a sandbox root (the sandbox cannot simulate an Azure registration); tests put the
     /// emulator's stand-in in its place (`AKS_FLEX_NODE_AZCMAGENT`).
-    pub async fn connect(&self, args: &ConnectArgs, token: &SecretString) -> Result<()> {
+    pub async fn connect(&self, args: &ConnectArgs, token: &Secret) -> Result<()> {
         let dir = tempfile::Builder::new()
             .prefix("aks-flex-node-arc-")
             .tempdir()

@@ -659,7 +659,7 @@ fn path_of(url: &str) -> String {
 mod tests {
     use super::*;
     use crate::azure::credential::AccessToken;
-    use crate::azure::SecretString;
+    use crate::model::Secret;
     use axum::http::HeaderMap;
     use axum::response::IntoResponse;
     use std::sync::atomic::AtomicU32;
@@ -669,7 +669,7 @@ mod tests {
     impl TokenCredential for Fixed {
         async fn get_token(&self, _r: &str) -> Result<AccessToken> {
             Ok(AccessToken {
-                token: SecretString::new("tok"),
+                token: Secret::new("tok"),
                 expires_on: crate::azure::credential::now_unix() + 3600,
             })
         }

@@ -6,6 +6,7 @@
 //! cloud (kubelogin uses it for all of them).
 
 use crate::azure::{AzureError, Result};
+use crate::config::Cloud;
 
 /// The AKS AAD server application: the audience of tokens the API server accepts from Entra ID.
 pub const AKS_AAD_SERVER_APP_ID: &str = "6dae42f8-4368-4678-94ff-3960e28e3630";
@@ -16,38 +17,10 @@ pub const HIMDS_DEFAULT_ENDPOINT: &str = "http://127.0.0.1:40342/metadata/identi
 /// Default Azure IMDS token endpoint (VMs inside Azure).
 pub const IMDS_DEFAULT_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 
-/// The known clouds (config spellings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CloudName {
-    #[default]
-    AzurePublicCloud,
-    AzureUSGovernmentCloud,
-    AzureChinaCloud,
-}
-
-impl CloudName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloudName::AzurePublicCloud => "AzurePublicCloud",
-            CloudName::AzureUSGovernmentCloud => "AzureUSGovernmentCloud",
-            CloudName::AzureChinaCloud => "AzureChinaCloud",
-        }
-    }
-
-    /// `azcmagent connect --cloud` value.
-    pub fn azcmagent_cloud(self) -> &'static str {
-        match self {
-            CloudName::AzurePublicCloud => "AzureCloud",
-            CloudName::AzureUSGovernmentCloud => "AzureUSGovernment",
-            CloudName::AzureChinaCloud => "AzureChinaCloud",
-        }
-    }
-}
-
 /// Resolved endpoints, without trailing slashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudEndpoints {
-    pub name: CloudName,
+    pub name: Cloud,
     /// ARM base URL, e.g. `https://management.azure.com`.
     pub resource_manager: String,
     /// Entra authority host, e.g. `https://login.microsoftonline.com`.
@@ -60,19 +33,19 @@ pub struct CloudEndpoints {
 
 impl CloudEndpoints {
     /// The cloud's public endpoints.
-    pub fn of(name: CloudName) -> Self {
+    pub fn of(name: Cloud) -> Self {
         let (arm, aad, res) = match name {
-            CloudName::AzurePublicCloud => (
+            Cloud::AzurePublicCloud => (
                 "https://management.azure.com",
                 "https://login.microsoftonline.com",
                 "https://management.azure.com/",
             ),
-            CloudName::AzureUSGovernmentCloud => (
+            Cloud::AzureUSGovernmentCloud => (
                 "https://management.usgovcloudapi.net",
                 "https://login.microsoftonline.us",
                 "https://management.usgovcloudapi.net/",
             ),
-            CloudName::AzureChinaCloud => (
+            Cloud::AzureChinaCloud => (
                 "https://management.chinacloudapi.cn",
                 "https://login.chinacloudapi.cn",
                 "https://management.chinacloudapi.cn/",
@@ -118,15 +91,8 @@ impl CloudEndpoints {
 }
 
 /// Parse a cloud name as the config spells it (case-insensitive).
-pub fn parse_cloud(s: &str) -> Result<CloudName> {
-    [
-        CloudName::AzurePublicCloud,
-        CloudName::AzureUSGovernmentCloud,
-        CloudName::AzureChinaCloud,
-    ]
-    .into_iter()
-    .find(|c| c.as_str().eq_ignore_ascii_case(s.trim()))
-    .ok_or_else(|| {
+pub fn parse_cloud(s: &str) -> Result<Cloud> {
+    Cloud::parse(s).ok_or_else(|| {
         AzureError::Config(format!(
             "azure.cloud: {s:?} is not a known cloud; allowed values: AzurePublicCloud, AzureUSGovernmentCloud, AzureChinaCloud"
         ))
@@ -144,7 +110,7 @@ mod tests {
 
     #[test]
     fn public_cloud_endpoints_and_overrides() {
-        let c = CloudEndpoints::of(CloudName::AzurePublicCloud);
+        let c = CloudEndpoints::of(Cloud::AzurePublicCloud);
         assert_eq!(
             c.token_url("t"),
             "https://login.microsoftonline.com/t/oauth2/v2.0/token"
@@ -181,7 +147,7 @@ mod tests {
 
     #[test]
     fn plain_http_to_a_remote_host_is_refused() {
-        let err = CloudEndpoints::of(CloudName::AzurePublicCloud)
+        let err = CloudEndpoints::of(Cloud::AzurePublicCloud)
             .with_overrides(Some("http://arm.example.com"), None)
             .unwrap_err()
             .to_string();

@@ -19,7 +19,8 @@ use base64::Engine;
 use serde::Deserialize;
 
 use crate::azure::cloud::scope_for;
-use crate::azure::{http, AzureError, Result, SecretString};
+use crate::azure::{http, AzureError, Result};
+use crate::model::Secret;
 
 /// The Azure CLI's public client ID, used for the device-code flow (as `az login --use-device-code` does).
 pub const AZURE_CLI_CLIENT_ID: &str = "04b07795-8ddb-461a-bbee-02f9e1bf7b46";
@@ -30,7 +31,7 @@ pub const HIMDS_KEY_DIR: &str = "/var/opt/azcmagent/tokens";
 /// An access token and when it expires (unix seconds).
 #[derive(Clone, Debug)]
 pub struct AccessToken {
-    pub token: SecretString,
+    pub token: Secret,
     pub expires_on: i64,
 }
 
@@ -87,7 +88,7 @@ fn token_from_json(v: &serde_json::Value, who: &str) -> Result<AccessToken> {
         .or_else(|| jwt_exp(token))
         .ok_or_else(|| AzureError::auth(who, "the token response says nothing about expiry"))?;
     Ok(AccessToken {
-        token: SecretString::new(token),
+        token: Secret::new(token),
         expires_on,
     })
 }
@@ -161,7 +162,7 @@ pub struct ClientSecretCredential {
     http: reqwest::Client,
     token_url: String,
     client_id: String,
-    secret: SecretString,
+    secret: Secret,
 }
 
 impl ClientSecretCredential {
@@ -169,7 +170,7 @@ impl ClientSecretCredential {
         http: reqwest::Client,
         token_url: String,
         client_id: String,
-        secret: SecretString,
+        secret: Secret,
     ) -> Self {
         ClientSecretCredential {
             http,
@@ -315,7 +316,7 @@ impl TokenCredential for AzureCliCredential {
             })
             .unwrap_or(now_unix() + 300);
         Ok(AccessToken {
-            token: SecretString::new(t.access_token),
+            token: Secret::new(t.access_token),
             expires_on,
         })
     }
@@ -616,7 +617,7 @@ impl TokenCredential for HimdsCredential {
                 .ok_or_else(|| {
                     AzureError::auth(&who, "HIMDS answered 401 without a Basic realm challenge")
                 })?;
-            let key = SecretString::new(self.read_key(&realm)?);
+            let key = Secret::new(self.read_key(&realm)?);
             self.http
                 .get(self.endpoint.clone())
                 .query(&query)
@@ -776,7 +777,7 @@ mod tests {
         async fn get_token(&self, _r: &str) -> Result<AccessToken> {
             let n = self.0.fetch_add(1, Ordering::SeqCst);
             Ok(AccessToken {
-                token: SecretString::new(format!("t{n}")),
+                token: Secret::new(format!("t{n}")),
                 expires_on: now_unix() + self.1,
             })
         }

@@ -15,37 +15,6 @@ pub mod permissions;
 pub mod roles;
 pub mod settings;
 
-use std::fmt;
-
-/// A secret string (token, client secret). `Debug`/`Display` never show it; [`SecretString::expose`] does.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct SecretString(String);
-
-impl SecretString {
-    pub fn new(s: impl Into<String>) -> Self {
-        SecretString(s.into())
-    }
-    /// The value; call only where it is handed to its consumer (an HTTP header, a 0600 file).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for SecretString {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 /// Everything that can go wrong talking to Azure. Every message says what to do about it and never
 /// contains a token or secret.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
-//! Everything the Azure code needs, resolved once from the config and an environment lookup, plus the
-//! session (HTTP client, cached credential, ARM client) built from it.
+//! What the Azure code needs, derived from the config's `azure` section and an environment lookup, plus
+//! the session (HTTP client, cached credential, ARM client) built from it. The config's own types are
+//! used as they are; what lives here is what the environment overrides or adds (endpoints resolved,
+//! programs to run, timing).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -8,52 +10,39 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::azure::arm::{ArmClient, RetryPolicy};
-use crate::azure::cloud::{CloudEndpoints, CloudName};
+use crate::azure::cloud::CloudEndpoints;
 use crate::azure::credential::{
     AzureCliCredential, CachedCredential, ClientSecretCredential, DeviceCodeCredential,
     HimdsCredential, ImdsCredential, TokenCredential,
 };
 use crate::azure::roles::PrincipalRetry;
-use crate::azure::{http, AzureError, Result, SecretString};
-use crate::config::{Cloud, Config};
-use crate::model::RoleSpec;
+use crate::azure::{http, AzureError, Result};
+use crate::config::{
+    ArcConfig, AzureConfig, Config, ManagedIdentity, ServicePrincipal, TargetCluster,
+};
 
-/// How the agent authenticates to ARM for bootstrap/unbootstrap.
+/// How the agent authenticates to ARM for bootstrap/unbootstrap: the config's auth mode as one value.
 #[derive(Debug, Clone)]
 pub enum AuthMode {
-    ServicePrincipal {
-        tenant_id: String,
-        client_id: String,
-        secret: SecretString,
-    },
-    /// Azure CLI login; falls back to device code on a terminal when `az` has no usable login.
+    /// `azure.servicePrincipal`.
+    ServicePrincipal(ServicePrincipal),
+    /// Azure CLI login (neither auth section set); falls back to device code on a terminal when `az` has
+    /// no usable login.
     AzureCli,
-    /// Managed identity: Arc HIMDS when `IDENTITY_ENDPOINT`/`IMDS_ENDPOINT` are set or the Arc agent is
-    /// installed, else Azure IMDS.
-    ManagedIdentity { client_id: Option<String> },
+    /// `azure.managedIdentity`: Arc HIMDS when `IDENTITY_ENDPOINT`/`IMDS_ENDPOINT` are set or the Arc
+    /// agent is installed, else Azure IMDS.
+    ManagedIdentity(ManagedIdentity),
 }
 
-/// Arc registration settings.
-#[derive(Debug, Clone)]
-pub struct ArcSettings {
-    pub enabled: bool,
-    pub machine_name: String,
-    pub resource_group: String,
-    pub location: String,
-    pub tags: BTreeMap<String, String>,
-    pub auto_role_assignment: bool,
-    pub roles: Vec<RoleSpec>,
-    /// Take over an existing machine resource this agent did not create (`azure.arc.adoptExisting`,
-    /// overridden by `AKS_FLEX_NODE_ARC_ADOPT=1|0`).
-    pub adopt_existing: bool,
-}
-
-/// The target cluster.
-#[derive(Debug, Clone)]
-pub struct ClusterRef {
-    pub resource_id: String,
-    pub subscription_id: String,
-    pub location: String,
+impl AuthMode {
+    /// The mode the `azure` section selects (the config allows at most one of the two sections).
+    pub fn of(a: &AzureConfig) -> Self {
+        match (&a.service_principal, &a.managed_identity) {
+            (Some(sp), _) => AuthMode::ServicePrincipal(sp.clone()),
+            (None, Some(mi)) => AuthMode::ManagedIdentity(mi.clone()),
+            (None, None) => AuthMode::AzureCli,
+        }
+    }
 }
 
 /// Waiting and retry knobs. `AKS_FLEX_NODE_AZURE_TIME_SCALE` (a factor, e.g. `0.01`) shrinks every delay
@@ -109,17 +98,23 @@ impl Timing {
 /// Resolved Azure settings.
 #[derive(Debug, Clone)]
 pub struct AzureSettings {
+    /// `azure.tenantId`.
     pub tenant_id: String,
+    /// `azure.subscriptionId`.
     pub subscription_id: String,
+    /// `azure.cloud` with the endpoint overrides applied.
     pub endpoints: CloudEndpoints,
+    /// `azure.caBundle`.
     pub ca_bundle: Option<PathBuf>,
     pub auth: AuthMode,
     /// `IDENTITY_ENDPOINT` (full HIMDS token URL).
     pub identity_endpoint: Option<String>,
     /// `IMDS_ENDPOINT`.
     pub imds_endpoint: Option<String>,
-    pub arc: ArcSettings,
-    pub cluster: ClusterRef,
+    /// `azure.arc`, with `adopt_existing` overridden by `AKS_FLEX_NODE_ARC_ADOPT=1|0`.
+    pub arc: ArcConfig,
+    /// `azure.targetCluster`.
+    pub cluster: TargetCluster,
     /// The `azcmagent` program: `AKS_FLEX_NODE_AZCMAGENT`, else `azure.arc.azcmagentPath`, else `azcmagent`
     /// on PATH.
     pub azcmagent: String,
@@ -136,26 +131,10 @@ impl AzureSettings {
     /// Resolve from the effective config and an environment lookup.
     pub fn from_config(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let a = &cfg.azure;
-        let name = match a.cloud {
-            Cloud::AzurePublicCloud => CloudName::AzurePublicCloud,
-            Cloud::AzureUSGovernmentCloud => CloudName::AzureUSGovernmentCloud,
-            Cloud::AzureChinaCloud => CloudName::AzureChinaCloud,
-        };
-        let endpoints = CloudEndpoints::of(name).with_overrides(
+        let endpoints = CloudEndpoints::of(a.cloud).with_overrides(
             a.resource_manager_endpoint.as_deref(),
             a.active_directory_endpoint.as_deref(),
         )?;
-        let auth = match (&a.service_principal, &a.managed_identity) {
-            (Some(sp), _) => AuthMode::ServicePrincipal {
-                tenant_id: sp.tenant_id.clone(),
-                client_id: sp.client_id.clone(),
-                secret: SecretString::new(sp.client_secret.expose()),
-            },
-            (None, Some(mi)) => AuthMode::ManagedIdentity {
-                client_id: mi.client_id.clone(),
-            },
-            (None, None) => AuthMode::AzureCli,
-        };
         let timing = match env("AKS_FLEX_NODE_AZURE_TIME_SCALE") {
             Some(s) => {
                 let f: f64 = s
@@ -172,38 +151,29 @@ impl AzureSettings {
             }
             None => Timing::default(),
         };
+        let adopt_existing = match env("AKS_FLEX_NODE_ARC_ADOPT").as_deref().map(str::trim) {
+            None | Some("") => a.arc.adopt_existing,
+            Some("1") | Some("true") => true,
+            Some("0") | Some("false") => false,
+            Some(v) => {
+                return Err(AzureError::Config(format!(
+                    "AKS_FLEX_NODE_ARC_ADOPT={v:?} must be 1, true, 0 or false (it overrides azure.arc.adoptExisting)"
+                )))
+            }
+        };
         Ok(AzureSettings {
             tenant_id: a.tenant_id.clone(),
             subscription_id: a.subscription_id.clone(),
             endpoints,
             ca_bundle: a.ca_bundle.clone(),
-            auth,
+            auth: AuthMode::of(a),
             identity_endpoint: env("IDENTITY_ENDPOINT").filter(|s| !s.is_empty()),
             imds_endpoint: env("IMDS_ENDPOINT").filter(|s| !s.is_empty()),
-            arc: ArcSettings {
-                enabled: a.arc.enabled,
-                machine_name: a.arc.machine_name.clone(),
-                resource_group: a.arc.resource_group.clone(),
-                location: a.arc.location.clone(),
-                tags: a.arc.tags.clone(),
-                auto_role_assignment: a.arc.auto_role_assignment,
-                roles: a.arc.roles.clone(),
-                adopt_existing: match env("AKS_FLEX_NODE_ARC_ADOPT").as_deref().map(str::trim) {
-                    None | Some("") => a.arc.adopt_existing,
-                    Some("1") | Some("true") => true,
-                    Some("0") | Some("false") => false,
-                    Some(v) => {
-                        return Err(AzureError::Config(format!(
-                            "AKS_FLEX_NODE_ARC_ADOPT={v:?} must be 1, true, 0 or false (it overrides azure.arc.adoptExisting)"
-                        )))
-                    }
-                },
+            arc: ArcConfig {
+                adopt_existing,
+                ..a.arc.clone()
             },
-            cluster: ClusterRef {
-                resource_id: a.target_cluster.resource_id.clone(),
-                subscription_id: a.target_cluster.subscription_id.clone(),
-                location: a.target_cluster.location.clone(),
-            },
+            cluster: a.target_cluster.clone(),
             // The environment wins over the config (tests and `make demo` point it at the stand-in).
             azcmagent: env("AKS_FLEX_NODE_AZCMAGENT")
                 .filter(|s| !s.trim().is_empty())
@@ -232,15 +202,11 @@ impl AzureSettings {
     /// The credential bootstrap uses for ARM.
     pub fn credential(&self, http: &reqwest::Client) -> Result<Arc<dyn TokenCredential>> {
         Ok(match &self.auth {
-            AuthMode::ServicePrincipal {
-                tenant_id,
-                client_id,
-                secret,
-            } => Arc::new(ClientSecretCredential::new(
+            AuthMode::ServicePrincipal(sp) => Arc::new(ClientSecretCredential::new(
                 http.clone(),
-                self.endpoints.token_url(tenant_id),
-                client_id.clone(),
-                secret.clone(),
+                self.endpoints.token_url(&sp.tenant_id),
+                sp.client_id.clone(),
+                sp.client_secret.clone(),
             )),
             AuthMode::AzureCli => Arc::new(CliOrDeviceCode {
                 cli: AzureCliCredential::new(self.az.clone(), Some(self.tenant_id.clone())),
@@ -251,9 +217,7 @@ impl AzureSettings {
                     self.interactive,
                 ),
             }),
-            AuthMode::ManagedIdentity { client_id } => {
-                self.managed_identity(http, client_id.clone())?
-            }
+            AuthMode::ManagedIdentity(mi) => self.managed_identity(http, mi.client_id.clone())?,
         })
     }
 

@@ -22,8 +22,9 @@ use crate::azure::cloud::AKS_AAD_SERVER_APP_ID;
 use crate::azure::credential::{
     now_unix, AccessToken, HimdsCredential, ImdsCredential, TokenCredential,
 };
-use crate::azure::{http, SecretString};
+use crate::azure::http;
 use crate::host::Host;
+use crate::model::Secret;
 
 // The cache file; `ArcInstall` deletes it when it connects the machine and on unbootstrap.
 use crate::steps::arc_install::TOKEN_CACHE_FILE as CACHE_FILE;
@@ -119,7 +120,7 @@ fn read_cache(host: &Host, resource: &str, identity: &str) -> Option<AccessToken
         return None;
     }
     let t = AccessToken {
-        token: SecretString::new(v["accessToken"].as_str()?),
+        token: Secret::new(v["accessToken"].as_str()?),
         expires_on: v["expiresOn"].as_i64()?,
     };
     (t.expires_on - now_unix() > MARGIN_SECS).then_some(t)
@@ -205,7 +206,7 @@ mod tests {
     #[test]
     fn exec_credential_shape() {
         let t = AccessToken {
-            token: SecretString::new("abc"),
+            token: Secret::new("abc"),
             expires_on: 1_700_000_000,
         };
         let v: serde_json::Value =
@@ -221,7 +222,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let host = Host::new(dir.path()).unwrap();
         let good = AccessToken {
-            token: SecretString::new("t"),
+            token: Secret::new("t"),
             expires_on: now_unix() + 3600,
         };
         write_cache(&host, "r", "id", &good).unwrap();
@@ -232,7 +233,7 @@ mod tests {
         assert_eq!(read_cache(&host, "r", "id").unwrap().token.expose(), "t");
         assert!(read_cache(&host, "other", "id").is_none());
         let near = AccessToken {
-            token: SecretString::new("t"),
+            token: Secret::new("t"),
             expires_on: now_unix() + 200,
         };
         write_cache(&host, "r", "id", &near).unwrap();
@@ -259,7 +260,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let host = Host::new(dir.path()).unwrap();
         let t = AccessToken {
-            token: SecretString::new("old-identity"),
+            token: Secret::new("old-identity"),
             expires_on: now_unix() + 3600,
         };
         arc_config(dir.path(), "11111111-1111-1111-1111-111111111111");
@@ -305,7 +306,7 @@ mod tests {
         let host = Host::new(dir.path()).unwrap();
         crate::steps::arc_install::clear_token_cache(&host).unwrap();
         let t = AccessToken {
-            token: SecretString::new("t"),
+            token: Secret::new("t"),
             expires_on: now_unix() + 3600,
         };
         write_cache(&host, "r", "id", &t).unwrap();

@@ -128,40 +128,7 @@ impl<'a> Normalizer<'a> {
             return None;
         }
         if let Some(props) = schema.get("properties").and_then(Value::as_object) {
-            let Value::Object(obj) = value else {
-                self.mismatch(path, schema, &value, "an object");
-                return None;
-            };
-            let mut out = Map::new();
-            let mut origin: Map<String, Value> = Map::new();
-            for (key, v) in obj {
-                let canonical = if props.contains_key(&key) {
-                    Some(key.clone())
-                } else {
-                    props.keys().find(|k| k.eq_ignore_ascii_case(&key)).cloned()
-                };
-                let Some(canonical) = canonical else {
-                    self.warnings.push(unknown_key_warning(path, &key, props));
-                    continue;
-                };
-                let child_path = join(path, &canonical);
-                if let Some(first) = origin.get(&canonical) {
-                    self.problems.push(Problem {
-                        field: child_path.clone(),
-                        value: None,
-                        expected: format!(
-                            "is given twice (as {first} and {}); keys are case-insensitive, expected one of them",
-                            Value::String(key.clone())
-                        ),
-                    });
-                    continue;
-                }
-                origin.insert(canonical.clone(), Value::String(key.clone()));
-                if let Some(nv) = self.normalize(v, &props[&canonical], &child_path) {
-                    out.insert(canonical, nv);
-                }
-            }
-            return Some(Value::Object(out));
+            return self.normalize_struct(value, schema, props, path);
         }
         let types = type_names(schema);
         if types.is_empty() {
@@ -169,35 +136,100 @@ impl<'a> Normalizer<'a> {
             return Some(value);
         }
         if types.contains(&"object") {
-            let Value::Object(obj) = value else {
-                self.mismatch(path, schema, &value, "an object (a map of names to values)");
-                return None;
-            };
-            let item = schema
-                .get("additionalProperties")
-                .unwrap_or(&Value::Bool(true));
-            let mut out = Map::new();
-            for (key, v) in obj {
-                let child = join_map(path, &key);
-                if let Some(nv) = self.normalize(v, item, &child) {
-                    out.insert(key, nv);
-                }
-            }
-            return Some(Value::Object(out));
+            return self.normalize_map(value, schema, path);
         }
         if types.contains(&"array") {
-            let Value::Array(items) = value else {
-                self.mismatch(path, schema, &value, "an array");
-                return None;
-            };
-            let item = schema.get("items").unwrap_or(&Value::Bool(true));
-            let out: Vec<Value> = items
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, v)| self.normalize(v, item, &format!("{path}[{i}]")))
-                .collect();
-            return Some(Value::Array(out));
+            return self.normalize_array(value, schema, path);
         }
+        self.check_scalar(value, schema, &types, path)
+    }
+
+    /// An object with known keys: keys matched case-insensitively to their canonical spelling,
+    /// unknown keys warned about and dropped, the same key twice (in different case) a problem.
+    fn normalize_struct(
+        &mut self,
+        value: Value,
+        schema: &'a Value,
+        props: &'a Map<String, Value>,
+        path: &str,
+    ) -> Option<Value> {
+        let Value::Object(obj) = value else {
+            self.mismatch(path, schema, &value, "an object");
+            return None;
+        };
+        let mut out = Map::new();
+        let mut origin: Map<String, Value> = Map::new();
+        for (key, v) in obj {
+            let canonical = if props.contains_key(&key) {
+                Some(key.clone())
+            } else {
+                props.keys().find(|k| k.eq_ignore_ascii_case(&key)).cloned()
+            };
+            let Some(canonical) = canonical else {
+                self.warnings.push(unknown_key_warning(path, &key, props));
+                continue;
+            };
+            let child_path = join(path, &canonical);
+            if let Some(first) = origin.get(&canonical) {
+                self.problems.push(Problem {
+                    field: child_path.clone(),
+                    value: None,
+                    expected: format!(
+                        "is given twice (as {first} and {}); keys are case-insensitive, expected one of them",
+                        Value::String(key.clone())
+                    ),
+                });
+                continue;
+            }
+            origin.insert(canonical.clone(), Value::String(key.clone()));
+            if let Some(nv) = self.normalize(v, &props[&canonical], &child_path) {
+                out.insert(canonical, nv);
+            }
+        }
+        Some(Value::Object(out))
+    }
+
+    /// A map (labels, tags, ...): keys kept exactly as written, each value normalised.
+    fn normalize_map(&mut self, value: Value, schema: &'a Value, path: &str) -> Option<Value> {
+        let Value::Object(obj) = value else {
+            self.mismatch(path, schema, &value, "an object (a map of names to values)");
+            return None;
+        };
+        let item = schema
+            .get("additionalProperties")
+            .unwrap_or(&Value::Bool(true));
+        let mut out = Map::new();
+        for (key, v) in obj {
+            let child = join_map(path, &key);
+            if let Some(nv) = self.normalize(v, item, &child) {
+                out.insert(key, nv);
+            }
+        }
+        Some(Value::Object(out))
+    }
+
+    fn normalize_array(&mut self, value: Value, schema: &'a Value, path: &str) -> Option<Value> {
+        let Value::Array(items) = value else {
+            self.mismatch(path, schema, &value, "an array");
+            return None;
+        };
+        let item = schema.get("items").unwrap_or(&Value::Bool(true));
+        let out: Vec<Value> = items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| self.normalize(v, item, &format!("{path}[{i}]")))
+            .collect();
+        Some(Value::Array(out))
+    }
+
+    /// A string, boolean or number of one of `types` (integers within their format's range).
+    fn check_scalar(
+        &mut self,
+        value: Value,
+        schema: &Value,
+        types: &[&str],
+        path: &str,
+    ) -> Option<Value> {
         let ok = match &value {
             Value::String(_) => types.contains(&"string"),
             Value::Bool(_) => types.contains(&"boolean"),

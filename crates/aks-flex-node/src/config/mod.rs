@@ -1,5 +1,6 @@
 //! The config file: its on-disk schema (`file`), the effective typed model (`model`), key
-//! normalisation (`keys`), value parsers (`parse`) and defaults plus validation (`build`).
+//! normalisation (`keys`), value parsers (`parse`) and defaults plus validation (`build`, one
+//! module per config section).
 //!
 //! Loading is: read the file -> parse JSON (syntax errors give file, line, column) -> normalise
 //! keys against the generated JSON Schema (case-insensitive struct keys, exact map keys, unknown

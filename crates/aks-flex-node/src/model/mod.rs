@@ -5,7 +5,9 @@
 pub mod cluster;
 pub mod phase;
 pub mod roles;
+pub mod secret;
 
 pub use cluster::ClusterEndpoint;
 pub use phase::Phase;
 pub use roles::RoleSpec;
+pub use secret::Secret;
