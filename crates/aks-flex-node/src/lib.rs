@@ -20,6 +20,7 @@ pub mod engine;
 pub mod host;
 pub mod logging;
 pub mod model;
+pub mod net;
 pub mod preflight;
 pub mod render;
 pub mod steps;

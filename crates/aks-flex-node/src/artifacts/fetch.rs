@@ -77,19 +77,11 @@ pub struct Fetcher {
     bundle: Option<Bundle>,
 }
 
-enum Attempt {
-    Transient(String),
-    Fatal(ArtifactError),
-}
+type Attempt = crate::net::Attempt<ArtifactError>;
 
 impl Fetcher {
     pub fn new(host: Arc<Host>, opts: FetcherOptions) -> Result<Self, ArtifactError> {
-        // reqwest honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment by default.
-        let client = reqwest::Client::builder()
-            .timeout(opts.timeout)
-            .connect_timeout(Duration::from_secs(30))
-            .user_agent(concat!("aks-flex-node/", env!("CARGO_PKG_VERSION")))
-            .build()
+        let client = crate::net::client(Duration::from_secs(30), opts.timeout, Vec::new())
             .map_err(|e| ArtifactError::Other(format!("cannot build the HTTP client: {e}")))?;
         let bundle = match &opts.offline {
             Some(src) => Some(Bundle::open(src)?),
@@ -302,33 +294,44 @@ impl Fetcher {
             return Ok((d, n, src.display().to_string()));
         }
         let url = self.effective_url(&spec.url);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.download_once(spec, &url, tmp).await {
-                Ok((d, n)) => return Ok((d, n, url)),
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Transient(reason)) => {
-                    if attempt > self.opts.retries {
-                        return Err(ArtifactError::Download {
-                            component: spec.component.clone(),
-                            version: spec.version.clone(),
-                            url,
-                            attempts: attempt,
-                            reason,
-                        });
-                    }
-                    let delay = self.backoff(attempt);
-                    tracing::warn!(artifact = %spec, %url, attempt, "transient failure ({reason}); retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                }
-            }
+        let got = crate::net::retry(
+            self.backoff(),
+            self.opts.retries,
+            || self.download_once(spec, &url, tmp),
+            |attempt, reason, delay| {
+                tracing::warn!(artifact = %spec, %url, attempt, "transient failure ({reason}); retrying in {delay:?}")
+            },
+        )
+        .await;
+        let (d, n) = self.gave_up(spec, &url, got)?;
+        Ok((d, n, url))
+    }
+
+    /// Downloads back off from `backoff` up to 30 s.
+    fn backoff(&self) -> crate::net::Backoff {
+        crate::net::Backoff {
+            base: self.opts.backoff,
+            cap: Duration::from_secs(30),
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << (attempt - 1).min(10);
-        (self.opts.backoff * factor).min(Duration::from_secs(30))
+    /// A retried call's outcome as this fetcher's error.
+    fn gave_up<T>(
+        &self,
+        spec: &ArtifactSpec,
+        url: &str,
+        got: Result<T, crate::net::GaveUp<ArtifactError>>,
+    ) -> Result<T, ArtifactError> {
+        got.map_err(|g| match g {
+            crate::net::GaveUp::Fatal(e) => e,
+            crate::net::GaveUp::Exhausted { attempts, reason } => ArtifactError::Download {
+                component: spec.component.clone(),
+                version: spec.version.clone(),
+                url: url.to_string(),
+                attempts,
+                reason,
+            },
+        })
     }
 
     async fn download_once(
@@ -400,10 +403,7 @@ impl Fetcher {
                 url: url.to_string(),
             }));
         }
-        if status.is_server_error()
-            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-            || status == reqwest::StatusCode::REQUEST_TIMEOUT
-        {
+        if crate::net::retryable(status) {
             return Err(Attempt::Transient(format!("HTTP {status}")));
         }
         Err(Attempt::Fatal(ArtifactError::Download {
@@ -417,31 +417,20 @@ impl Fetcher {
 
     /// A small text file (checksums), with the same retry rules.
     async fn get_small(&self, spec: &ArtifactSpec, url: &str) -> Result<String, ArtifactError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let r = match self.send(spec, url).await {
-                Ok(resp) => resp
+        let got = crate::net::retry(
+            self.backoff(),
+            self.opts.retries,
+            || async {
+                self.send(spec, url)
+                    .await?
                     .text()
                     .await
-                    .map_err(|e| Attempt::Transient(error_chain(&e))),
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(t) => return Ok(t),
-                Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Transient(reason)) if attempt > self.opts.retries => {
-                    return Err(ArtifactError::Download {
-                        component: spec.component.clone(),
-                        version: spec.version.clone(),
-                        url: url.to_string(),
-                        attempts: attempt,
-                        reason,
-                    })
-                }
-                Err(Attempt::Transient(_)) => tokio::time::sleep(self.backoff(attempt)).await,
-            }
-        }
+                    .map_err(|e| Attempt::Transient(error_chain(&e)))
+            },
+            |_, _, _| {},
+        )
+        .await;
+        self.gave_up(spec, url, got)
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::azure::credential::{CachedCredential, TokenCredential};
 use crate::azure::{http, AzureError, Result};
+use crate::net::{retry_after, retryable};
 
 /// Pinned api-versions (reference: original-behaviour.md §4).
 pub mod api {
@@ -251,48 +252,15 @@ impl RetryPolicy {
         }
     }
 
-    /// Backoff before retry `n` (1-based): base·2^(n-1), capped, with ±25 % jitter so many agents that were
-    /// throttled together do not come back together.
+    /// Backoff before retry `n` (1-based): the agent's one policy ([`crate::net::Backoff`]) from
+    /// `base_delay` up to `max_delay`.
     pub fn backoff(&self, n: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(
-            1u32.checked_shl(n.saturating_sub(1).min(20))
-                .unwrap_or(u32::MAX),
-        );
-        let d = exp.min(self.max_delay);
-        let jitter = 0.75 + fastrand::f64() * 0.5;
-        d.mul_f64(jitter).min(self.max_delay)
-    }
-}
-
-/// `retry-after-ms` / `x-ms-retry-after-ms`, or `Retry-After` as seconds or as an HTTP date (RFC 9110
-/// §10.2.3; all three HTTP-date forms). A date in the past means "now".
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    retry_after_at(headers, std::time::SystemTime::now())
-}
-
-/// [`retry_after`] relative to `now` (tests pin the clock).
-pub fn retry_after_at(
-    headers: &reqwest::header::HeaderMap,
-    now: std::time::SystemTime,
-) -> Option<Duration> {
-    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
-    for n in ["retry-after-ms", "x-ms-retry-after-ms"] {
-        if let Some(ms) = get(n).and_then(|v| v.parse::<u64>().ok()) {
-            return Some(Duration::from_millis(ms));
+        crate::net::Backoff {
+            base: self.base_delay,
+            cap: self.max_delay,
         }
+        .delay(n)
     }
-    let v = get("retry-after")?;
-    if let Some(secs) = v.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0) {
-        return Some(Duration::from_secs_f64(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-fn retryable(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
 }
 
 /// A response that ended the retry loop.
@@ -696,22 +664,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_is_capped_and_jittered() {
-        let p = RetryPolicy {
-            base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(30),
-            ..RetryPolicy::default()
-        };
-        let d1 = p.backoff(1);
-        assert!(d1 >= Duration::from_millis(750) && d1 <= Duration::from_millis(1250));
-        for n in 6..40 {
-            assert!(p.backoff(n) <= Duration::from_secs(30));
-        }
-        let d3 = p.backoff(3);
-        assert!(d3 >= Duration::from_secs(3) && d3 <= Duration::from_secs(5));
-    }
-
-    #[test]
     fn an_arm_error_reported_by_a_program_is_parsed_from_its_output() {
         let parse =
             |t: &str| ArmError::reported_by("azcmagent connect", t).map(|a| (a.status, a.code));
@@ -767,44 +719,6 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("Owner or User Access Administrator"), "{s}");
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_milliseconds_and_http_dates() {
-        use reqwest::header::{HeaderMap as H, HeaderValue};
-        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480); // Wed, 21 Oct 2015 07:28:00 GMT
-        let h = |k: &'static str, v: &str| {
-            let mut m = H::new();
-            m.insert(k, HeaderValue::from_str(v).unwrap());
-            m
-        };
-        let at = |m: &H| retry_after_at(m, now);
-        assert_eq!(at(&h("retry-after", "7")), Some(Duration::from_secs(7)));
-        assert_eq!(
-            at(&h("retry-after-ms", "250")),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(
-            at(&h("retry-after", "Wed, 21 Oct 2015 07:28:30 GMT")),
-            Some(Duration::from_secs(30))
-        );
-        // The obsolete RFC 850 and asctime forms are HTTP dates too.
-        assert_eq!(
-            at(&h("retry-after", "Wednesday, 21-Oct-15 07:29:00 GMT")),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            at(&h("retry-after", "Wed Oct 21 07:28:05 2015")),
-            Some(Duration::from_secs(5))
-        );
-        // In the past: retry now.
-        assert_eq!(
-            at(&h("retry-after", "Tue, 20 Oct 2015 07:28:00 GMT")),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(at(&h("retry-after", "soon")), None);
-        assert_eq!(at(&h("retry-after", "-3")), None);
-        assert_eq!(at(&H::new()), None);
     }
 
     #[tokio::test]

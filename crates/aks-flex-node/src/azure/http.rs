@@ -45,10 +45,7 @@ pub fn checked_base_url(field: &str, value: &str) -> Result<String> {
 /// Build the shared client. `ca_bundle` is a PEM file whose certificates are trusted in addition to the
 /// system roots (Azure Stack Hub, private clouds).
 pub fn client(ca_bundle: Option<&Path>) -> Result<reqwest::Client> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60))
-        .user_agent(concat!("aks-flex-node/", env!("CARGO_PKG_VERSION")));
+    let mut roots = Vec::new();
     if let Some(path) = ca_bundle {
         let pem = std::fs::read(path).map_err(|e| {
             AzureError::Config(format!(
@@ -56,21 +53,20 @@ pub fn client(ca_bundle: Option<&Path>) -> Result<reqwest::Client> {
                 path.display()
             ))
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
             AzureError::Config(format!(
                 "azure.caBundle: {} is not a PEM certificate bundle: {e}",
                 path.display()
             ))
         })?;
-        if certs.is_empty() {
+        if roots.is_empty() {
             return Err(AzureError::Config(format!(
                 "azure.caBundle: {} contains no certificate",
                 path.display()
             )));
         }
-        b = b.tls_certs_merge(certs);
     }
-    b.build()
+    crate::net::client(Duration::from_secs(10), Duration::from_secs(60), roots)
         .map_err(|e| AzureError::Config(format!("cannot build the HTTP client: {e}")))
 }
 
