@@ -263,11 +263,34 @@ impl RetryPolicy {
     }
 }
 
+fn is_write(method: &Method) -> bool {
+    method != Method::GET && method != Method::HEAD
+}
+
 /// A response that ended the retry loop.
 struct Reply {
     status: StatusCode,
     headers: reqwest::header::HeaderMap,
     body: Value,
+}
+
+impl Reply {
+    /// Status, headers and the body as JSON (a non-JSON body as a string, an empty one as null).
+    async fn read(resp: reqwest::Response) -> Reply {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
 }
 
 /// The ARM client.
@@ -327,7 +350,56 @@ impl ArmClient {
         }
     }
 
-    /// Send one logical request with retries. Returns the final response whatever its status.
+    /// One ARM request, built without I/O: method, URL with its query, bearer token, JSON body (a write
+    /// without a body says `content-length: 0`, which ARM requires).
+    fn request(
+        &self,
+        method: &Method,
+        url: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        token: &str,
+    ) -> Result<reqwest::Request> {
+        let mut req = self
+            .http
+            .request(method.clone(), url)
+            .query(query)
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        } else if is_write(method) {
+            req = req.header("content-length", "0");
+        }
+        req.build().map_err(|e| {
+            AzureError::Config(format!("{method} {url}: cannot build the request: {e}"))
+        })
+    }
+
+    /// How long to wait before retrying a request that got `status` on attempt `attempt` (`None`: do
+    /// not retry). Throttling is retried past `max_attempts` while within the throttle budget; never
+    /// sooner than `Retry-After` (capped), and at least the jittered backoff, which spreads many
+    /// throttled clients so they do not all come back in the same second.
+    fn retry_delay(
+        &self,
+        status: StatusCode,
+        headers: &reqwest::header::HeaderMap,
+        attempt: u32,
+        elapsed: Duration,
+    ) -> Option<Duration> {
+        let throttled =
+            status == StatusCode::TOO_MANY_REQUESTS && elapsed < self.policy.throttle_budget;
+        if !retryable(status) || (attempt >= self.policy.max_attempts && !throttled) {
+            return None;
+        }
+        let backoff = self.policy.backoff(attempt);
+        Some(match retry_after(headers) {
+            Some(ra) => ra.min(self.policy.max_delay).max(backoff),
+            None => backoff,
+        })
+    }
+
+    /// Send one logical request with retries (connection errors, [`retry_delay`](Self::retry_delay)) and
+    /// one re-authentication on a 401. Returns the final response whatever its status.
     async fn send(
         &self,
         method: Method,
@@ -335,76 +407,46 @@ impl ArmClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Reply> {
-        let is_write = method != Method::GET && method != Method::HEAD;
+        let what = format!("{method} {}", path_of(url));
         let mut attempt = 0u32;
         let mut reauthed = false;
         let started = std::time::Instant::now();
         loop {
             attempt += 1;
             let token = self.cred.get_token(&self.resource).await?;
-            let mut req = self
-                .http
-                .request(method.clone(), url)
-                .query(query)
-                .bearer_auth(token.token.expose());
-            if let Some(b) = body {
-                req = req.json(b);
-            } else if is_write {
-                req = req.header("content-length", "0");
-            }
+            let req = self.request(&method, url, query, body, token.token.expose())?;
             self.requests.fetch_add(1, Ordering::Relaxed);
-            if is_write {
+            if is_write(&method) {
                 self.writes.fetch_add(1, Ordering::Relaxed);
             }
-            let what = format!("{method} {}", path_of(url));
-            match req.send().await {
+            let reply = match self.http.execute(req).await {
+                Ok(resp) => Reply::read(resp).await,
+                Err(e) if attempt >= self.policy.max_attempts => {
+                    return Err(http::transport(
+                        format!("{what} (after {attempt} attempts)"),
+                        &e,
+                    ));
+                }
                 Err(e) => {
-                    if attempt >= self.policy.max_attempts {
-                        return Err(http::transport(
-                            format!("{what} (after {attempt} attempts)"),
-                            &e,
-                        ));
-                    }
                     let d = self.policy.backoff(attempt);
                     tracing::debug!(request = %what, attempt, delay_ms = d.as_millis() as u64, "connection error, retrying: {e}");
                     tokio::time::sleep(d).await;
+                    continue;
                 }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let headers = resp.headers().clone();
-                    let text = resp.text().await.unwrap_or_default();
-                    let body = if text.trim().is_empty() {
-                        Value::Null
-                    } else {
-                        serde_json::from_str(&text).unwrap_or(Value::String(text))
-                    };
-                    if status == StatusCode::UNAUTHORIZED && !reauthed {
-                        // Expired or revoked early: drop the cached token and try once with a fresh one.
-                        reauthed = true;
-                        self.cred.invalidate(&self.resource).await;
-                        attempt -= 1;
-                        continue;
-                    }
-                    let throttled = status == StatusCode::TOO_MANY_REQUESTS
-                        && started.elapsed() < self.policy.throttle_budget;
-                    if retryable(status) && (attempt < self.policy.max_attempts || throttled) {
-                        // Never sooner than Retry-After; the jittered backoff spreads many throttled
-                        // clients so they do not all come back in the same second.
-                        let backoff = self.policy.backoff(attempt);
-                        let d = match retry_after(&headers) {
-                            Some(ra) => ra.min(self.policy.max_delay).max(backoff),
-                            None => backoff,
-                        };
-                        tracing::debug!(request = %what, status = status.as_u16(), attempt, delay_ms = d.as_millis() as u64, "retrying");
-                        tokio::time::sleep(d).await;
-                        continue;
-                    }
-                    return Ok(Reply {
-                        status,
-                        headers,
-                        body,
-                    });
+            };
+            if reply.status == StatusCode::UNAUTHORIZED && !reauthed {
+                // Expired or revoked early: drop the cached token and try once with a fresh one.
+                reauthed = true;
+                self.cred.invalidate(&self.resource).await;
+                attempt -= 1;
+                continue;
+            }
+            match self.retry_delay(reply.status, &reply.headers, attempt, started.elapsed()) {
+                Some(d) => {
+                    tracing::debug!(request = %what, status = reply.status.as_u16(), attempt, delay_ms = d.as_millis() as u64, "retrying");
+                    tokio::time::sleep(d).await;
                 }
+                None => return Ok(reply),
             }
         }
     }
@@ -661,6 +703,77 @@ mod tests {
             Arc::new(CachedCredential::new(Arc::new(Fixed))),
         )
         .with_policy(RetryPolicy::fast())
+    }
+
+    #[test]
+    fn requests_are_built_without_sending_them() {
+        let c = client("http://127.0.0.1:9");
+        let url = c.url("/subscriptions/s/resourceGroups/rg");
+        let get = c
+            .request(
+                &Method::GET,
+                &url,
+                &[("api-version", "2024-01-01")],
+                None,
+                "tok",
+            )
+            .unwrap();
+        assert_eq!(get.method(), Method::GET);
+        assert_eq!(
+            get.url().as_str(),
+            "http://127.0.0.1:9/subscriptions/s/resourceGroups/rg?api-version=2024-01-01"
+        );
+        assert_eq!(get.headers()["authorization"], "Bearer tok");
+        assert!(get.body().is_none());
+        let body = serde_json::json!({"location": "westus"});
+        let put = c
+            .request(
+                &Method::PUT,
+                &url,
+                &[("api-version", "2024-01-01")],
+                Some(&body),
+                "tok",
+            )
+            .unwrap();
+        assert_eq!(put.headers()["content-type"], "application/json");
+        let sent: Value = serde_json::from_slice(put.body().unwrap().as_bytes().unwrap()).unwrap();
+        assert_eq!(sent, body);
+        // A write without a body still says how long it is (ARM answers 411 otherwise).
+        let post = c.request(&Method::POST, &url, &[], None, "tok").unwrap();
+        assert_eq!(post.headers()["content-length"], "0");
+    }
+
+    #[test]
+    fn retry_delays_follow_status_attempts_throttle_budget_and_retry_after() {
+        let c = client("http://127.0.0.1:9").with_policy(RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            throttle_budget: Duration::from_secs(60),
+            ..RetryPolicy::default()
+        });
+        let none = HeaderMap::new();
+        let mut ra = HeaderMap::new();
+        ra.insert("retry-after", "3".parse().unwrap());
+        let s = |c: u16| StatusCode::from_u16(c).unwrap();
+        assert_eq!(c.retry_delay(s(404), &none, 1, Duration::ZERO), None);
+        assert_eq!(c.retry_delay(s(501), &none, 1, Duration::ZERO), None);
+        assert!(c.retry_delay(s(503), &none, 2, Duration::ZERO).is_some());
+        assert_eq!(c.retry_delay(s(503), &none, 3, Duration::ZERO), None);
+        // Never sooner than Retry-After (the backoff is the floor when it is longer); throttling goes on
+        // past max_attempts within the budget, not after it.
+        assert_eq!(
+            c.retry_delay(s(503), &ra, 1, Duration::ZERO),
+            Some(Duration::from_secs(3))
+        );
+        let late = c
+            .retry_delay(s(429), &ra, 7, Duration::from_secs(10))
+            .unwrap();
+        assert!(
+            late >= Duration::from_secs(3) && late <= Duration::from_secs(5),
+            "{late:?}"
+        );
+        assert_eq!(c.retry_delay(s(429), &ra, 7, Duration::from_secs(61)), None);
     }
 
     #[test]
