@@ -19,6 +19,9 @@ pub mod runc;
 pub mod services;
 pub mod system_configured;
 
+#[cfg(test)]
+mod fault_tests;
+
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
