@@ -465,11 +465,19 @@ fn write_json_atomic<T: Serialize>(
     Ok(())
 }
 
-/// Make sure the state directory exists, recording which of its parents the agent created.
+/// Make sure the state directory exists, recording which of its parents the agent created. The journal
+/// lives in that directory, so it can only be recorded after the creation: when the record cannot be
+/// saved, the directories just created (still empty) are removed again, or no journal would list them and
+/// unbootstrap would leave them behind.
 pub fn ensure_state_dir(host: &Host, journal: &mut Journal) -> Result<(), JournalError> {
     let created = host.fs.create_dir_all(Path::new(STATE_DIR), 0o700)?;
     if !created.is_empty() {
-        journal.update(host, |j| j.state_dirs_created.extend(created))?;
+        if let Err(e) = journal.update(host, |j| j.state_dirs_created.extend(created.clone())) {
+            for d in created.iter().rev() {
+                let _ = host.fs.remove_dir_if_empty(d);
+            }
+            return Err(e);
+        }
     }
     Ok(())
 }

@@ -14,6 +14,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use super::faults::{Faults, Op};
+
 /// How many symlinks one resolution may follow before it is treated as a loop (the kernel uses 40 too).
 const MAX_SYMLINKS: usize = 40;
 
@@ -69,6 +71,8 @@ pub enum Entry {
 #[derive(Debug, Clone)]
 pub struct RootFs {
     root: PathBuf,
+    /// Tests' recorder and fault injector, consulted by every mutating method (see [`super::faults`]).
+    faults: Option<Faults>,
 }
 
 impl RootFs {
@@ -76,7 +80,29 @@ impl RootFs {
     pub fn new(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
         let root = fs::canonicalize(root).map_err(|e| FsError::io("open root", root, e))?;
-        Ok(RootFs { root })
+        Ok(RootFs { root, faults: None })
+    }
+
+    /// The same root with every mutating call recorded by, and subject to, `faults`.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
+    pub(super) fn faults(&self) -> Option<&Faults> {
+        self.faults.as_ref()
+    }
+
+    /// Consult the fault injector (when attached) before the effect `op` on `path`: an injected failure is
+    /// the I/O error of `verb` the real call would return, and nothing is changed.
+    fn fault(&self, op: Op, verb: &'static str, path: &Path) -> Result<()> {
+        let Some(faults) = &self.faults else {
+            return Ok(());
+        };
+        match faults.check(op, &path.display().to_string()) {
+            None => Ok(()),
+            Some(msg) => Err(FsError::io(verb, path, io::Error::other(msg))),
+        }
     }
 
     /// The real directory acting as `/`.
@@ -203,6 +229,7 @@ impl RootFs {
     /// Create `path` with `mode` and any missing parents with 0755. Returns the directories that were
     /// created, outermost first, so that the caller can record them for undo.
     pub fn create_dir_all(&self, path: &Path, mode: u32) -> Result<Vec<PathBuf>> {
+        self.fault(Op::CreateDir, "mkdir", path)?;
         let mut created = Vec::new();
         let mut cur = PathBuf::from("/");
         for comp in path.components() {
@@ -252,6 +279,19 @@ impl RootFs {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<()> {
+        self.fault(Op::Write, "write", path)?;
+        self.write_atomic_unrecorded(path, content, mode, owner)
+    }
+
+    /// [`RootFs::write_atomic`] without the fault injector: for the sandbox's own record, which is the
+    /// simulated machine's state rather than an effect of the agent.
+    pub(super) fn write_atomic_unrecorded(
+        &self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<()> {
         let real = self.resolve_entry(path)?;
         let dir = real.parent().unwrap_or(&self.root).to_path_buf();
         let mut tmp = tempfile::Builder::new()
@@ -280,6 +320,7 @@ impl RootFs {
 
     /// Atomically make `path` a symlink to `target` (replacing what is there).
     pub fn symlink(&self, target: &Path, path: &Path) -> Result<()> {
+        self.fault(Op::Symlink, "symlink", path)?;
         let real = self.resolve_entry(path)?;
         let dir = real.parent().unwrap_or(&self.root).to_path_buf();
         let tmp = dir.join(format!(
@@ -297,6 +338,7 @@ impl RootFs {
 
     /// Change the mode of a file or directory.
     pub fn set_mode(&self, path: &Path, mode: u32) -> Result<()> {
+        self.fault(Op::SetMode, "chmod", path)?;
         let real = self.resolve(path)?;
         fs::set_permissions(&real, fs::Permissions::from_mode(mode))
             .map_err(|e| FsError::io("chmod", path, e))
@@ -304,6 +346,7 @@ impl RootFs {
 
     /// Remove a file or symlink; `Ok(false)` when it was already gone.
     pub fn remove_file(&self, path: &Path) -> Result<bool> {
+        self.fault(Op::Remove, "remove", path)?;
         let real = self.resolve_entry(path)?;
         match fs::remove_file(&real) {
             Ok(()) => {
@@ -319,6 +362,7 @@ impl RootFs {
 
     /// Remove an empty directory. `Ok(false)` when it is gone already or not empty (left in place).
     pub fn remove_dir_if_empty(&self, path: &Path) -> Result<bool> {
+        self.fault(Op::RemoveDir, "rmdir", path)?;
         let real = self.resolve_entry(path)?;
         match fs::remove_dir(&real) {
             Ok(()) => Ok(true),
@@ -330,6 +374,7 @@ impl RootFs {
 
     /// Remove a directory tree the agent owns entirely (its state and cache directories).
     pub fn remove_dir_all(&self, path: &Path) -> Result<bool> {
+        self.fault(Op::RemoveDir, "remove", path)?;
         let real = self.resolve_entry(path)?;
         match fs::remove_dir_all(&real) {
             Ok(()) => Ok(true),
@@ -357,6 +402,7 @@ impl RootFs {
 
     /// Open a file for appending (the agent's log), creating it with `mode`.
     pub fn open_append(&self, path: &Path, mode: u32) -> Result<File> {
+        self.fault(Op::Append, "open", path)?;
         let real = self.resolve(path)?;
         OpenOptions::new()
             .create(true)

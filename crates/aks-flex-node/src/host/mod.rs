@@ -7,8 +7,12 @@
 //! operation are recorded in `<root>/var/lib/aks-flex-node/sandbox.json` and simulated there, so tests
 //! exercise every step without touching the machine they run on. Kernel facts in a sandbox start from the
 //! root's own `/proc` and `/sys` files when a test provides them.
+//!
+//! Tests can also attach a recording fault injector ([`faults::Faults`], [`Host::with_faults`]) that sees
+//! every effect in order and fails a chosen one.
 
 pub mod command;
+pub mod faults;
 pub mod fs;
 // The crate's only unsafe code (see the SAFETY comment there).
 #[allow(unsafe_code)]
@@ -20,6 +24,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 pub use command::{CommandError, CommandOutput, CommandSpec, Effect};
+pub use faults::{Faults, Op};
 pub use fs::{Entry, FsError, RootFs};
 
 /// Where the agent keeps its journal, backups and sandbox record.
@@ -216,6 +221,31 @@ impl Host {
         Ok(Host { fs, mode })
     }
 
+    /// The same host with every effect recorded by, and subject to, `faults` (tests: see [`faults`]).
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.fs = self.fs.with_faults(faults);
+        self
+    }
+
+    /// The attached fault injector, if any.
+    pub fn faults(&self) -> Option<&Faults> {
+        self.fs.faults()
+    }
+
+    /// Consult the fault injector (when attached) before running `command`: an injected failure is the
+    /// error of a command that exited 1, and nothing is run or recorded in the sandbox.
+    fn fault(&self, op: Op, command: &str) -> Result<()> {
+        let Some(msg) = self.fs.faults().and_then(|f| f.check(op, command)) else {
+            return Ok(());
+        };
+        Err(CommandError::Failed {
+            command: command.to_string(),
+            code: 1,
+            stderr: msg,
+        }
+        .into())
+    }
+
     pub fn is_sandbox(&self) -> bool {
         matches!(self.mode, Mode::Sandbox(_))
     }
@@ -223,6 +253,17 @@ impl Host {
     /// Run a command. In a sandbox, host-changing commands are recorded and simulated, not run;
     /// read-only commands run for real in both modes.
     pub async fn run(&self, spec: &CommandSpec) -> Result<CommandOutput> {
+        let op = match spec.effect {
+            Effect::MutatesHost => Op::Run,
+            Effect::ReadOnly => Op::Query,
+        };
+        self.fault(op, &spec.display())?;
+        self.run_unrecorded(spec).await
+    }
+
+    /// [`Host::run`] without the fault injector (for the commands behind [`Host::service`], which records
+    /// the service operation itself).
+    async fn run_unrecorded(&self, spec: &CommandSpec) -> Result<CommandOutput> {
         match (&self.mode, spec.effect) {
             (Mode::Sandbox(_), Effect::MutatesHost) => {
                 let line = spec.display();
@@ -243,6 +284,11 @@ impl Host {
     /// Run and fail on a non-zero exit.
     pub async fn run_checked(&self, spec: &CommandSpec) -> Result<CommandOutput> {
         let out = self.run(spec).await?;
+        Ok(command::check(spec, out)?)
+    }
+
+    async fn run_checked_unrecorded(&self, spec: &CommandSpec) -> Result<CommandOutput> {
+        let out = self.run_unrecorded(spec).await?;
         Ok(command::check(spec, out)?)
     }
 
@@ -318,6 +364,7 @@ impl Host {
     /// `systemctl <op> <unit>`. Starting a `failed` unit (one that hit its start limit) first clears
     /// that state with `systemctl reset-failed`, or systemd would refuse the start.
     pub async fn service(&self, op: ServiceOp, unit: &str) -> Result<()> {
+        self.fault(Op::Service, &format!("systemctl {} {unit}", op.verb()))?;
         match &self.mode {
             Mode::Real => {
                 if matches!(op, ServiceOp::Start | ServiceOp::Restart)
@@ -326,13 +373,13 @@ impl Host {
                     let reset = CommandSpec::new("systemctl")
                         .args(["reset-failed", unit])
                         .mutates_host();
-                    self.run_checked(&reset).await?;
+                    self.run_checked_unrecorded(&reset).await?;
                 }
                 let spec = CommandSpec::new("systemctl")
                     .args([op.verb(), unit])
                     .mutates_host()
                     .timeout(Duration::from_secs(300));
-                self.run_checked(&spec).await?;
+                self.run_checked_unrecorded(&spec).await?;
                 Ok(())
             }
             Mode::Sandbox(_) => self.with_record(|rec, _| {
@@ -359,9 +406,10 @@ impl Host {
 
     /// `systemctl daemon-reload`.
     pub async fn daemon_reload(&self) -> Result<()> {
+        self.fault(Op::DaemonReload, "systemctl daemon-reload")?;
         match &self.mode {
             Mode::Real => {
-                self.run_checked(
+                self.run_checked_unrecorded(
                     &CommandSpec::new("systemctl")
                         .arg("daemon-reload")
                         .mutates_host(),
@@ -531,8 +579,9 @@ impl Host {
         let after = serde_json::to_vec(rec).unwrap_or_default();
         if before != after && self.fs.exists(Path::new(STATE_DIR))? {
             let text = serde_json::to_vec_pretty(rec).unwrap_or_default();
+            // The simulated machine's own state, not an effect of the agent: not seen by the faults.
             self.fs
-                .write_atomic(Path::new(SANDBOX_FILE), &text, 0o600, None)?;
+                .write_atomic_unrecorded(Path::new(SANDBOX_FILE), &text, 0o600, None)?;
         }
         Ok(out)
     }
