@@ -8,6 +8,8 @@
 
 pub mod action;
 pub mod effects;
+#[cfg(test)]
+mod fault_tests;
 pub mod install;
 pub mod journal;
 
@@ -248,11 +250,19 @@ impl Context {
     }
 
     /// Create a directory (and parents), recording the ones created for undo.
+    /// A directory this call created but could not record is removed again (it is still empty), so
+    /// nothing is left that unbootstrap does not know about.
     pub fn ensure_dir(&self, step: &str, path: &Path, mode: u32) -> Result<(), JournalError> {
-        let created = self.host.fs.create_dir_all(path, mode)?;
         let mut j = self.journal();
         journal::ensure_state_dir(&self.host, &mut j)?;
-        j.record_created_dirs(&self.host, step, created)
+        let created = self.host.fs.create_dir_all(path, mode)?;
+        if let Err(e) = j.record_created_dirs(&self.host, step, created.clone()) {
+            for d in created.iter().rev() {
+                let _ = self.host.fs.remove_dir_if_empty(d);
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Note that a step changed `path` by itself (services reading it must restart).
@@ -707,20 +717,22 @@ async fn apply(ctx: &Context, step: &dyn Step, action: &Action) -> StepResult<()
             content,
             ..
         } => {
+            // Marked changed before the change: a mark that cannot be saved then stops the action,
+            // instead of leaving a change whose services are never restarted for it.
             prepare_entry(ctx, name, path)?;
+            ctx.mark_changed(path)?;
             host.fs
                 .write_atomic(path, content, *mode, Some(owner.unwrap_or((0, 0))))?;
-            ctx.mark_changed(path)?;
         }
         Action::RemoveFile { path } => {
             ctx.record_original(name, path)?;
-            host.fs.remove_file(path)?;
             ctx.mark_changed(path)?;
+            host.fs.remove_file(path)?;
         }
         Action::Symlink { path, target } => {
             prepare_entry(ctx, name, path)?;
-            host.fs.symlink(target, path)?;
             ctx.mark_changed(path)?;
+            host.fs.symlink(target, path)?;
         }
         Action::EnsureDir { path, mode } => ctx.ensure_dir(name, path, *mode)?,
         Action::Run { argv, effect, .. } => {
@@ -849,6 +861,12 @@ pub async fn unbootstrap(ctx: &Context, steps: &[Box<dyn Step>]) -> UndoReport {
         for entry in entries {
             let done = match undo_one(ctx, step.map(|s| s.as_ref()), &entry.op).await {
                 Ok(UndoResult::Done) => true,
+                // Not empty because one of our own undos failed in it (its file is still there): keep
+                // the record, so the next run removes the directory once that undo succeeds.
+                Ok(UndoResult::Kept(_)) if !report.failures.is_empty() => {
+                    ok = false;
+                    false
+                }
                 Ok(UndoResult::Kept(msg)) => {
                     report.kept.push(msg);
                     true
@@ -1024,11 +1042,20 @@ fn remove_state(ctx: &Context) -> StepResult<()> {
     let created = ctx.journal().state_dirs_created.clone();
     let state = Path::new(STATE_DIR);
     fs.remove_dir_all(Path::new(journal::BACKUP_DIR))?;
-    for f in ["journal.json", "sandbox.json", ".lock"] {
+    // The journal last: while anything else is left, a later run still knows what to remove.
+    for f in ["sandbox.json", ".lock", "journal.json"] {
         fs.remove_file(&state.join(f))?;
     }
-    for d in created.iter().rev() {
-        fs.remove_dir_if_empty(d)?;
+    for (i, d) in created.iter().enumerate().rev() {
+        if let Err(e) = fs.remove_dir_if_empty(d) {
+            // The journal is gone but this directory (and those above it) are not: write back a journal
+            // listing only them, so the next run still knows to remove them.
+            let mut left = Journal::default();
+            left.state_dirs_created = created[..=i].to_vec();
+            let _ = left.save(&ctx.host);
+            *ctx.journal() = left;
+            return Err(e.into());
+        }
     }
     *ctx.journal() = Journal::default();
     Ok(())
