@@ -112,9 +112,9 @@ pub async fn unbootstrap(
 /// `.wants/` link behind (seen with the Debian package's unit in /lib/systemd/system). Returns whether it
 /// was masked (unmask afterwards).
 async fn stop_agent(host: &Host) -> Result<bool, HostError> {
+    // One `systemctl show` says it all (load, active and enablement state).
     let status = host.unit_status(AGENT_UNIT).await?;
-    let state = host.unit_state(AGENT_UNIT).await?;
-    if status.load_state == "not-found" && !state.enabled {
+    if status.load_state == "not-found" && !status.enabled() {
         return Ok(false); // not installed as a service
     }
     if status.active_state != "inactive" {
@@ -124,7 +124,7 @@ async fn stop_agent(host: &Host) -> Result<bool, HostError> {
         );
         host.service(ServiceOp::Stop, AGENT_UNIT).await?;
     }
-    if state.enabled {
+    if status.enabled() {
         host.service(ServiceOp::Disable, AGENT_UNIT).await?;
     }
     let mask = CommandSpec::new("systemctl")

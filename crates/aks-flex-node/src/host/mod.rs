@@ -72,12 +72,19 @@ pub struct UnitStatus {
     pub exec_main_status: i32,
     /// `success`, `exit-code`, `signal`, `start-limit-hit`, ...
     pub result: String,
+    /// `enabled`, `enabled-runtime`, `disabled`, `masked`, `static`, ... (empty: no unit file).
+    pub unit_file_state: String,
 }
 
 impl UnitStatus {
     /// Active with a live main process (`active (running)`).
     pub fn running(&self) -> bool {
         self.active_state == "active" && self.sub_state == "running"
+    }
+
+    /// Enabled to start at boot (`enabled` or `enabled-runtime`), as `systemctl is-enabled` says.
+    pub fn enabled(&self) -> bool {
+        self.unit_file_state.starts_with("enabled")
     }
 
     /// `failed` (e.g. its start limit was hit): a plain `start` is refused until `reset-failed`.
@@ -95,7 +102,7 @@ impl UnitStatus {
 }
 
 /// The properties [`Host::unit_status`] asks `systemctl show` for.
-pub const UNIT_STATUS_PROPERTIES: [&str; 7] = [
+pub const UNIT_STATUS_PROPERTIES: [&str; 8] = [
     "LoadState",
     "ActiveState",
     "SubState",
@@ -103,6 +110,7 @@ pub const UNIT_STATUS_PROPERTIES: [&str; 7] = [
     "NRestarts",
     "ExecMainStatus",
     "Result",
+    "UnitFileState",
 ];
 
 /// End this process at once with SIGKILL, as a crash or the OOM killer would (no destructors, no flush):
@@ -131,6 +139,7 @@ pub fn parse_unit_status(text: &str) -> UnitStatus {
             "NRestarts" => st.n_restarts = v.parse().unwrap_or(0),
             "ExecMainStatus" => st.exec_main_status = v.parse().unwrap_or(0),
             "Result" => st.result = v.to_string(),
+            "UnitFileState" => st.unit_file_state = v.to_string(),
             _ => {}
         }
     }
@@ -356,6 +365,12 @@ impl Host {
                     n_restarts: 0,
                     exec_main_status: 0,
                     result: "success".into(),
+                    unit_file_state: match &known {
+                        Some(u) if u.enabled => "enabled",
+                        Some(_) => "disabled",
+                        None => "",
+                    }
+                    .into(),
                 }
             }),
         }
@@ -751,6 +766,17 @@ mod tests {
             parse_unit_status("ActiveState=failed\nSubState=failed\nResult=start-limit-hit\n");
         assert!(gave_up.failed());
         assert_eq!(gave_up.main_pid, 0, "missing numbers read as 0");
+        assert!(!gave_up.enabled(), "no UnitFileState: not enabled");
+        for (state, enabled) in [
+            ("enabled", true),
+            ("enabled-runtime", true),
+            ("disabled", false),
+            ("masked", false),
+            ("static", false),
+        ] {
+            let st = parse_unit_status(&format!("UnitFileState={state}\n"));
+            assert_eq!(st.enabled(), enabled, "{state}");
+        }
     }
 
     #[test]
