@@ -194,24 +194,9 @@ fn parse_route(path: &str) -> Option<Route> {
 
 fn percent_decode(s: &str) -> String {
     // Paths in ARM ids are plain; decode %XX so quoted scopes compare equal.
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn www_authenticate(shared: &Shared, tenant: &str, description: &str) -> HeaderValue {
@@ -1333,5 +1318,8 @@ mod tests {
     fn percent_decoding() {
         assert_eq!(percent_decode("a%20b"), "a b");
         assert_eq!(percent_decode("100%"), "100%");
+        // An escape at the very end, and invalid UTF-8 made lossy rather than dropped.
+        assert_eq!(percent_decode("rg%2Fx%2F"), "rg/x/");
+        assert_eq!(percent_decode("a%FFb"), "a\u{FFFD}b");
     }
 }
