@@ -8,7 +8,7 @@
 //! the release `agent` process itself: resident memory and CPU while idle on the production schedule,
 //! and resident memory after many heal passes (target <= 10 MiB, CPU <= 0.1 %).
 
-#[path = "../tests/runtime_support/mod.rs"]
+#[path = "../tests/integration/support/runtime.rs"]
 mod runtime_support;
 
 use std::collections::BTreeMap;

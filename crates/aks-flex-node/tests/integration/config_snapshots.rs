@@ -11,7 +11,7 @@ fn no_env(_: &str) -> Option<String> {
 
 macro_rules! golden {
     ($($t:tt)*) => {
-        insta::with_settings!({ snapshot_path => "fixtures/config/snapshots", prepend_module_to_snapshot => false }, { $($t)* })
+        insta::with_settings!({ snapshot_path => "../fixtures/config/snapshots", prepend_module_to_snapshot => false }, { $($t)* })
     };
 }
 

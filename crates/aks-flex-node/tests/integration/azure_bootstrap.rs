@@ -10,8 +10,7 @@ use aks_flex_node::azure::credential::TEST_KEY_DIR_ENV;
 use azure_emulator::scenario::{self, Scenario};
 use azure_emulator::{Emulator, EmulatorOptions};
 
-mod azure_support;
-use azure_support::azcmagent_bin;
+use crate::support::azure::azcmagent_bin;
 
 const BIN: &str = env!("CARGO_BIN_EXE_aks-flex-node");
 

@@ -5,15 +5,13 @@
 //! shows the blocker); a mirror's `.sha256` next to the tarball and an offline bundle built from it are
 //! digest sources.
 
-mod runtime_support;
-
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::support::runtime::*;
 use aks_flex_node::host::Host;
 use aks_flex_node::model::Phase;
 use aks_flex_node::steps::{self, Context};
-use runtime_support::*;
 
 fn without_npd_pin(mut v: serde_json::Value) -> serde_json::Value {
     v["npd"].as_object_mut().unwrap().remove("sha256");

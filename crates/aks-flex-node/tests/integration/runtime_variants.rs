@@ -3,15 +3,13 @@
 //! the configured `kubernetes.sha256` pins) and containerd 2.x (tarball without v1 shims, config
 //! version 3), all served by the loopback artifact server through the mirror setting.
 
-mod runtime_support;
-
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::support::runtime::*;
 use aks_flex_node::host::Host;
 use aks_flex_node::model::Phase;
 use aks_flex_node::steps::{self, Context, Step};
-use runtime_support::*;
 
 /// The original's template (the default in its docs); fetched as `<mirror>/acs-mirror.azureedge.net/...`.
 const TEMPLATE: &str =

@@ -2,13 +2,11 @@
 //! component from the loopback artifact server (mirror), a second run writes nothing, and `unbootstrap`
 //! restores the root exactly (including the original agent's leftovers and pre-existing files).
 
-mod runtime_support;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use runtime_support::*;
+use crate::support::runtime::*;
 
 /// Every entry under `root`: type, mode, content digest or link target; with `mtimes`, also mtimes.
 fn tree(root: &Path, mtimes: bool) -> BTreeMap<String, String> {

@@ -1,5 +1,5 @@
 //! Scale simulation (a benchmark, `#[ignore]`d; run with `make bench` or
-//! `cargo test --release -p aks-flex-node --test azure_scale -- --ignored --nocapture`):
+//! `cargo test --release -p aks-flex-node --test integration azure_scale:: -- --ignored --nocapture`):
 //! N agents (default 200, `FLEXNODE_BENCH_AGENTS`) run the identity phase concurrently as tokio tasks
 //! against one in-process emulator with ARM write throttling (default 20 writes/s per subscription,
 //! `FLEXNODE_BENCH_WRITES_PER_SEC`). Every agent must converge; prints the max ARM writes per node, the
@@ -16,8 +16,7 @@ use aks_flex_node::steps::{self, arc_install::ArcInstall, Context, Step};
 use azure_emulator::scenario::{self, Scenario, SeedRoleAssignment};
 use azure_emulator::{Emulator, EmulatorOptions};
 
-mod azure_support;
-use azure_support::azcmagent_bin;
+use crate::support::azure::azcmagent_bin;
 
 fn env_num(k: &str, d: u32) -> u32 {
     std::env::var(k)

@@ -1,4 +1,4 @@
-//! Shared test support for the runtime tests: a loopback HTTP artifact server (a tiny HTTP/1.1 server on
+//! Support for the runtime tests (and `benches/install.rs`, which includes this file alone): a loopback HTTP artifact server (a tiny HTTP/1.1 server on
 //! 127.0.0.1 with fault injection), artifact fixtures in the upstream layouts built from the real Debian
 //! binaries (containerd, runc, CNI plugins) plus FIXTURE Kubernetes binaries (shell scripts), and configs.
 #![allow(dead_code)]
@@ -423,7 +423,7 @@ pub fn write_config(dir: &Path, v: &serde_json::Value) -> PathBuf {
 }
 
 /// A self-signed test CA certificate (no key kept): test data only.
-pub const TEST_CA_PEM: &str = include_str!("../fixtures/runtime/test-ca.pem");
+pub const TEST_CA_PEM: &str = include_str!("../../fixtures/runtime/test-ca.pem");
 
 pub fn test_ca_b64() -> String {
     use base64::Engine;

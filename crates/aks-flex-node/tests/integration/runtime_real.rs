@@ -4,17 +4,16 @@
 //! give an address from the configured pod range, with hairpin on and the hostPort mapped. Both install their binaries through the agent from the
 //! loopback artifact server first. They skip (printing why) only when not root or the packages are missing.
 
-mod runtime_support;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::skip_unless;
+use crate::support::runtime::*;
 use aks_flex_node::host::Host;
 use aks_flex_node::model::Phase;
 use aks_flex_node::steps::{self, Context};
-use runtime_support::*;
 
 /// Bootstrap only the installation steps into a sandbox root from the loopback server.
 async fn install_runtime(

@@ -3,16 +3,14 @@
 //! downloaded once. A failed download stops bootstrap before any step has changed the root, and a
 //! converged node makes no request at all.
 
-mod runtime_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::runtime::*;
 use aks_flex_node::artifacts::install::CONCURRENCY;
 use aks_flex_node::host::Host;
 use aks_flex_node::model::Phase;
 use aks_flex_node::steps::{self, Context};
-use runtime_support::*;
 
 fn artifact_urls() -> Vec<String> {
     let mut v = vec![runc_url(), containerd_url(), cni_url(), npd_url()];

@@ -1,11 +1,11 @@
-//! Shared support for the Azure test binaries: the `azcmagent` stand-in (the emulator's, built as this
+//! Support for the Azure tests: the `azcmagent` stand-in (the emulator's, built as this
 //! crate's `azcmagent` example) that the agent runs as if it were the real Arc agent.
 
 use std::path::PathBuf;
 
 /// Path of the built `azcmagent` example next to this test binary's profile directory
 /// (`target/<profile>/deps/<test>` -> `target/<profile>/examples/azcmagent`). `cargo test` builds
-/// examples but `cargo test --test x` does not, so it is built here when missing — once per process,
+/// examples but `cargo test --test integration` does not, so it is built here when missing — once per process,
 /// in the same profile as the test.
 pub fn azcmagent_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
