@@ -55,7 +55,7 @@ demo: deps ## Bootstrap a sandbox node against the built-in Azure emulator (no A
 bench: deps ## Benchmarks (install speed vs. the curl+sha256sum+tar floor, 200-agent scale simulation)
 	bash scripts/bench.sh
 
-e2e: deps ## Slow suites: the 200-agent scale run, then the real-node suite (systemd-nspawn + Kubernetes 1.20, as root)
+e2e: deps ## Slow suites: the ignored tests (200-agent scale run, real components as root), then the real-node suite (systemd-nspawn + Kubernetes 1.20, as root)
 	$(CARGO) test --workspace -- --ignored
 	bash e2e/run.sh
 

@@ -8,6 +8,8 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+use crate::support::{is_root, require, require_program};
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_aks-flex-node"));
     c.env_remove("AKS_FLEX_NODE_CONFIG")
@@ -470,18 +472,11 @@ fn agent_stops_cleanly_on_sigterm_with_exit_0() {
 }
 
 #[test]
+#[ignore = "needs root to drop to an unprivileged user (run by make e2e as root)"]
 fn changing_the_real_machine_requires_root() {
     // Run as `nobody` against the real root: must refuse up front (exit 2), before touching anything.
-    if !cfg!(target_os = "linux") || !rustix::process::geteuid().is_root() {
-        eprintln!("SKIP changing_the_real_machine_requires_root: needs root to drop to an unprivileged user");
-        return;
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!(
-            "SKIP changing_the_real_machine_requires_root: setpriv (util-linux) is not installed"
-        );
-        return;
-    }
+    require(is_root(), "root, to drop to an unprivileged user");
+    require_program(&["setpriv", "--version"], "util-linux");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
     std::fs::copy(fixture("seed-example.json"), &cfg).unwrap();

@@ -11,6 +11,8 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
+use crate::support::{require, require_program};
+
 const VERSION: &str = "9.8.7";
 const UNIT: &str = "/etc/systemd/system/aks-flex-node-agent.service";
 const BIN: &str = "/usr/local/bin/aks-flex-node";
@@ -699,14 +701,7 @@ fn dry_run_changes_nothing() {
 
 #[test]
 fn scripts_are_shellcheck_clean() {
-    if Command::new("shellcheck")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: shellcheck is not installed (apt-get install shellcheck)");
-        return;
-    }
+    require_program(&["shellcheck", "--version"], "shellcheck");
     let out = Command::new("shellcheck")
         .arg("-x")
         .arg(repo().join("scripts/install.sh"))
@@ -723,15 +718,11 @@ fn scripts_are_shellcheck_clean() {
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-        || !Path::new("/lib/systemd/system/sysinit.target").exists()
-    {
-        eprintln!("SKIPPED: systemd-analyze or /lib/systemd/system is not available");
-        return;
-    }
+    require_program(&["systemd-analyze", "--version"], "systemd");
+    require(
+        Path::new("/lib/systemd/system/sysinit.target").exists(),
+        "the machine's system units in /lib/systemd/system (Debian package systemd)",
+    );
     // A root with the machine's system units (targets the unit refers to) and a stand-in binary.
     let root = tempfile::tempdir().unwrap();
     let r = root.path();

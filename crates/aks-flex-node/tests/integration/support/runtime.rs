@@ -429,18 +429,3 @@ pub fn test_ca_b64() -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(TEST_CA_PEM)
 }
-
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// Skip (with a printed reason) when a real-component test cannot run here.
-#[macro_export]
-macro_rules! skip_unless {
-    ($cond:expr, $reason:expr) => {
-        if !$cond {
-            eprintln!("SKIPPED {}: {}", module_path!(), $reason);
-            return;
-        }
-    };
-}
