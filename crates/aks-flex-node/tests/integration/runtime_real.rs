@@ -7,12 +7,10 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aks_flex_node::host::Host;
 use aks_flex_node::model::Phase;
-use aks_flex_node::steps::{self, Context};
+use aks_flex_node::steps;
 
 use crate::support::runtime::*;
 use crate::support::{is_root, require, require_program};
@@ -30,11 +28,8 @@ async fn install_runtime(
     let server = ArtifactServer::start().await;
     fx.serve(&server);
     let root = tempfile::tempdir().unwrap();
-    let cfg = Arc::new(load_config(&config_json(&server.base, &fx, extra)));
-    let host = Arc::new(Host::new(root.path()).unwrap());
-    let ctx = Context::new(cfg, host).unwrap();
-    let skip = [Phase::Identity, Phase::Activation].into_iter().collect();
-    let (_reports, res) = steps::bootstrap(&ctx, &[step], &skip).await;
+    let ctx = context(&config_json(&server.base, &fx, extra), root.path());
+    let (_reports, res) = run_steps(&ctx, &[step], &[Phase::Identity, Phase::Activation]).await;
     res.unwrap();
     (root, server)
 }

@@ -1,13 +1,17 @@
-//! Support for the runtime tests (and `benches/install.rs`, which includes this file alone): a loopback HTTP artifact server (a tiny HTTP/1.1 server on
-//! 127.0.0.1 with fault injection), artifact fixtures in the upstream layouts built from the real Debian
-//! binaries (containerd, runc, CNI plugins) plus FIXTURE Kubernetes binaries (shell scripts), and configs.
-#![allow(dead_code)]
+//! Support for the runtime tests (and `benches/install.rs`, which includes this file alone: it uses nothing
+//! else of `support`): a loopback HTTP artifact server (a tiny HTTP/1.1 server on 127.0.0.1 with fault
+//! injection), artifact fixtures in the upstream layouts built from the real Debian binaries (containerd,
+//! runc, CNI plugins) plus FIXTURE Kubernetes binaries (shell scripts), configs, and the engine run on a
+//! sandbox root.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use aks_flex_node::host::Host;
+use aks_flex_node::model::Phase;
+use aks_flex_node::steps::{self, Context, Step, StepReport};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -428,4 +432,21 @@ pub const TEST_CA_PEM: &str = include_str!("../../fixtures/runtime/test-ca.pem")
 pub fn test_ca_b64() -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(TEST_CA_PEM)
+}
+
+/// An engine context on the sandbox root `root` for `config` (as [`config_json`] makes it).
+pub fn context(config: &serde_json::Value, root: &Path) -> Context {
+    let cfg = Arc::new(load_config(config));
+    Context::new(cfg, Arc::new(Host::new(root).unwrap())).unwrap()
+}
+
+/// Converges `steps` as bootstrap does, with the phases `skip` skipped; the error as text.
+pub async fn run_steps(
+    ctx: &Context,
+    steps: &[Box<dyn Step>],
+    skip: &[Phase],
+) -> (Vec<StepReport>, Result<(), String>) {
+    let skip: BTreeSet<Phase> = skip.iter().copied().collect();
+    let (reports, res) = steps::bootstrap(ctx, steps, &skip).await;
+    (reports, res.map_err(|e| e.to_string()))
 }
