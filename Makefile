@@ -56,7 +56,8 @@ bench: deps ## Benchmarks (install speed vs. the curl+sha256sum+tar floor, 200-a
 	bash scripts/bench.sh
 
 e2e: deps ## Slow suites: the ignored tests (200-agent scale run, real components as root), then the real-node suite (systemd-nspawn + Kubernetes 1.20, as root)
-	$(CARGO) test --workspace -- --ignored
+	@# One at a time: the scale run prints figures, which tests running beside it would skew.
+	$(CARGO) test --workspace -- --ignored --test-threads=1
 	bash e2e/run.sh
 
 demo-node: ## A real node Ready on a real API server (Azure emulated); left up to explore
