@@ -61,8 +61,9 @@ demo: deps ## Bootstrap a sandbox node against the built-in Azure emulator (no A
 bench: deps ## Benchmarks (install speed vs. the curl+sha256sum+tar floor, 200-agent scale simulation)
 	bash scripts/bench.sh
 
-e2e: deps ## Slow suites: the 200-agent scale run, then the real-node suite (systemd-nspawn + Kubernetes 1.20, as root)
-	$(CARGO) test --workspace -- --ignored
+e2e: deps ## Slow suites: the ignored tests (200-agent scale run, real components as root), then the real-node suite (systemd-nspawn + Kubernetes 1.20, as root)
+	@# One at a time: the scale run prints figures, which tests running beside it would skew.
+	$(CARGO) test --workspace -- --ignored --test-threads=1
 	bash e2e/run.sh
 
 demo-node: ## A real node Ready on a real API server (Azure emulated); left up to explore

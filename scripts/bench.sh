@@ -8,4 +8,4 @@ echo "== install every component from a loopback mirror into a temp root, vs. cu
 cargo bench -q -p aks-flex-node --bench install
 
 echo "== 200 agents bootstrapping the identity phase concurrently against one emulator (ARM writes throttled)"
-cargo test -q --release -p aks-flex-node --test azure_scale -- --ignored --nocapture
+cargo test -q --release -p aks-flex-node --test integration azure_scale:: -- --ignored --nocapture

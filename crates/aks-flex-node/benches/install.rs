@@ -8,7 +8,9 @@
 //! the release `agent` process itself: resident memory and CPU while idle on the production schedule,
 //! and resident memory after many heal passes (target <= 10 MiB, CPU <= 0.1 %).
 
-#[path = "../tests/runtime_support/mod.rs"]
+// The runtime tests' support (the artifact server, fixtures, configs); the bench uses part of it.
+#[path = "../tests/integration/support/runtime.rs"]
+#[allow(dead_code)]
 mod runtime_support;
 
 use std::collections::BTreeMap;

@@ -1,146 +1,23 @@
 //! Identity phase end to end against the in-process emulator on 127.0.0.1: bootstrap, re-run with zero
 //! ARM writes, plan output, unbootstrap, faults, and secrets never leaking.
 
-use std::path::PathBuf;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use aks_flex_node::azure::credential::TEST_KEY_DIR_ENV;
 use azure_emulator::scenario::{self, Scenario};
-use azure_emulator::{Emulator, EmulatorOptions};
 
-mod azure_support;
-use azure_support::azcmagent_bin;
+use crate::support::azure::{azcmagent_bin, cluster_id, contributor_on_rg, World};
+use crate::support::{bin, Run};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aks-flex-node");
-
-fn cluster_id() -> String {
-    format!(
-        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerService/managedClusters/{}",
-        scenario::DEMO_SUBSCRIPTION_ID,
-        scenario::DEMO_RESOURCE_GROUP,
-        scenario::DEMO_CLUSTER
-    )
+/// The node of these tests.
+async fn world(scenario: Scenario) -> World {
+    World::start(scenario, "node-a").await
 }
 
-struct World {
-    emu: Emulator,
-    dir: tempfile::TempDir,
-    host: String,
-    /// Extra `azure.arc` keys merged into the config.
-    arc_extra: serde_json::Value,
-}
-
-impl World {
-    async fn start(scenario: Scenario) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let emu = Emulator::start(EmulatorOptions {
-            scenario,
-            himds_key_dir: Some(dir.path().join("himds-keys")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        std::fs::create_dir_all(dir.path().join("root")).unwrap();
-        World {
-            emu,
-            dir,
-            host: "node-a".into(),
-            arc_extra: serde_json::json!({}),
-        }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn config(&self, secret: &str) -> PathBuf {
-        let u = self.emu.urls();
-        let mut cfg = serde_json::json!({
-            "azure": {
-                "subscriptionId": scenario::DEMO_SUBSCRIPTION_ID,
-                "tenantId": scenario::DEMO_TENANT_ID,
-                "resourceManagerEndpoint": u.arm,
-                "activeDirectoryEndpoint": u.login,
-                "servicePrincipal": {"clientId": scenario::DEMO_SP_CLIENT_ID, "clientSecret": secret},
-                "arc": {"machineName": self.host, "resourceGroup": scenario::DEMO_RESOURCE_GROUP, "location": "eastus",
-                        "tags": {"env": "test"}},
-                "targetCluster": {"resourceId": cluster_id(), "location": "eastus"}
-            },
-            "kubernetes": {"version": "1.30.4"},
-            "agent": {"logDir": "/var/log/aks-flex-node"}
-        });
-        for (k, v) in self.arc_extra.as_object().unwrap() {
-            cfg["azure"]["arc"][k] = v.clone();
-        }
-        let p = self.dir.path().join("config.json");
-        std::fs::write(&p, cfg.to_string()).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        p
-    }
-
-    fn run(&self, args: &[&str], secret: &str) -> Output {
-        let u = self.emu.urls();
-        std::process::Command::new(BIN)
-            .args(["--root"])
-            .arg(self.root())
-            .arg("--config")
-            .arg(self.config(secret))
-            .args(args)
-            .env("AKS_FLEX_NODE_AZCMAGENT", azcmagent_bin())
-            .env("FLEXNODE_EMULATOR_URL", &u.control)
-            .env("FLEXNODE_EMULATOR_HOST", &self.host)
-            .env(
-                "IDENTITY_ENDPOINT",
-                format!(
-                    "{}/hosts/{}/metadata/identity/oauth2/token",
-                    u.himds, self.host
-                ),
-            )
-            .env("AKS_FLEX_NODE_AZURE_TIME_SCALE", "0.01")
-            .env(TEST_KEY_DIR_ENV, self.emu.himds_key_dir())
-            .env_remove("AZURE_CLIENT_SECRET")
-            .output()
-            .unwrap()
-    }
-
-    fn principal(&self) -> Option<String> {
-        self.emu
-            .state()
-            .machines
-            .iter()
-            .find(|m| m.name == self.host)
-            .and_then(|m| m.principal_id.clone())
-    }
-
-    fn writes_since(&self, from: usize) -> Vec<String> {
-        self.emu.request_log()[from..]
-            .iter()
-            .filter(|e| is_write(&e.method, &e.path))
-            .map(|e| format!("{} {} {}", e.method, e.path, e.status))
-            .collect()
-    }
-}
-
-fn is_write(method: &str, path: &str) -> bool {
-    match method {
-        "GET" | "HEAD" => false,
-        // list* actions are reads expressed as POST.
-        "POST" => {
-            !path.rsplit('/').next().unwrap_or("").starts_with("list") && !path.contains("/oauth2/")
-        }
-        _ => true,
-    }
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+/// Runs the agent on the world's node.
+fn run(w: &World, args: &[&str], secret: &str) -> Run {
+    crate::support::run(w.command(secret, &azcmagent_bin()).args(args))
 }
 
 const IDENTITY_ONLY: [&str; 4] = ["--skip-phase", "installation", "--skip-phase", "activation"];
@@ -155,24 +32,14 @@ fn bootstrap_args() -> Vec<&'static str> {
 async fn bootstrap_rerun_plan_and_unbootstrap() {
     let mut sc = Scenario::demo();
     // Deleting the machine needs more than Azure Connected Machine Onboarding (see the unbootstrap test below).
-    sc.role_assignments
-        .push(azure_emulator::scenario::SeedRoleAssignment {
-            principal_id: scenario::DEMO_SP_OBJECT_ID.into(),
-            role: "Contributor".into(),
-            scope: format!(
-                "/subscriptions/{}/resourceGroups/{}",
-                scenario::DEMO_SUBSCRIPTION_ID,
-                scenario::DEMO_RESOURCE_GROUP
-            ),
-            name: None,
-        });
-    let w = World::start(sc).await;
+    sc.role_assignments.push(contributor_on_rg());
+    let w = world(sc).await;
     let secret = scenario::DEMO_SP_SECRET;
 
     // Plan on a fresh node lists the Arc, role and credential actions and changes nothing in Azure.
-    let out = w.run(&["plan", "-o", "json"], secret);
-    assert!(out.status.success(), "{}", text(&out));
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run(&w, &["plan", "-o", "json"], secret);
+    assert_eq!(out.code, 0, "{}", out.text());
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let arc = plan["steps"]
         .as_array()
         .unwrap()
@@ -197,7 +64,7 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
         ]
     );
     assert!(w.writes_since(0).is_empty(), "{:?}", w.writes_since(0));
-    assert!(!text(&out).contains(secret));
+    assert!(!out.text().contains(secret));
     // The kubelet's clusterDNS defaults to the managed cluster's networkProfile.dnsServiceIP.
     let kubelet_config = plan["steps"]
         .as_array()
@@ -254,10 +121,10 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
             "kind": "latency", "latency_ms": 400, "count": 1
         })).unwrap())
         .unwrap();
-    let out = w.run(&bootstrap_args(), secret);
+    let out = run(&w, &bootstrap_args(), secret);
     stop.store(true, Ordering::Relaxed);
     let saw_azcmagent = watcher.join().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.code, 0, "{}", out.text());
     assert!(
         saw_azcmagent,
         "the /proc scan never saw azcmagent connect running"
@@ -272,9 +139,9 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
         seen.lock().unwrap()
     );
     assert!(
-        !text(&out).contains(secret) && !text(&out).contains("eyJ"),
+        !out.text().contains(secret) && !out.text().contains("eyJ"),
         "{}",
-        text(&out)
+        out.text()
     );
 
     let principal = w.principal().expect("machine has a principal");
@@ -303,15 +170,15 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
 
     // Re-run: converged, zero ARM writes.
     let from = w.emu.request_log().len();
-    let out = w.run(&bootstrap_args(), secret);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&w, &bootstrap_args(), secret);
+    assert_eq!(out.code, 0, "{}", out.text());
     assert!(
         w.writes_since(from).is_empty(),
         "re-run wrote: {:?}",
         w.writes_since(from)
     );
-    let out = w.run(&["plan", "-o", "json"], secret);
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run(&w, &["plan", "-o", "json"], secret);
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let arc = plan["steps"]
         .as_array()
         .unwrap()
@@ -325,23 +192,22 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
     // /var/opt/azcmagent/tokens only.
     if cfg!(debug_assertions) {
         let u = w.emu.urls();
-        let out = std::process::Command::new(BIN)
+        let out = crate::support::run(bin()
             .args(["--root"]).arg(w.root()).arg("token")
             .env("IDENTITY_ENDPOINT", format!("{}/hosts/{}/metadata/identity/oauth2/token", u.himds, w.host))
             .env(TEST_KEY_DIR_ENV, w.emu.himds_key_dir())
-            .env("KUBERNETES_EXEC_INFO", r#"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","spec":{"interactive":false}}"#)
-            .output().unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        let cred: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            .env("KUBERNETES_EXEC_INFO", r#"{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","spec":{"interactive":false}}"#));
+        assert_eq!(out.code, 0, "{}", out.text());
+        let cred: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
         assert_eq!(cred["apiVersion"], "client.authentication.k8s.io/v1beta1");
         assert!(cred["status"]["token"].as_str().unwrap().starts_with("eyJ"));
-        assert!(out.stderr.is_empty(), "{}", text(&out));
+        assert!(out.stderr.is_empty(), "{}", out.text());
         assert!(token_cache.exists(), "the token command cached nothing");
     }
 
     // Unbootstrap removes what bootstrap made in Azure, and the token cache of the deleted identity.
-    let out = w.run(&["unbootstrap"], secret);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&w, &["unbootstrap"], secret);
+    assert_eq!(out.code, 0, "{}", out.text());
     assert!(!token_cache.exists(), "unbootstrap left the token cache");
     assert!(!token_cache.parent().unwrap().exists());
     let st = w.emu.state();
@@ -358,9 +224,9 @@ async fn bootstrap_rerun_plan_and_unbootstrap() {
 }
 
 async fn bootstrap_fails_with(w: &World, secret: &str, needles: &[&str]) -> String {
-    let out = w.run(&bootstrap_args(), secret);
-    let t = text(&out);
-    assert!(!out.status.success(), "bootstrap should fail: {t}");
+    let out = run(w, &bootstrap_args(), secret);
+    let t = out.text();
+    assert_ne!(out.code, 0, "bootstrap should fail: {t}");
     for n in needles {
         assert!(t.contains(n), "missing {n:?} in:\n{t}");
     }
@@ -370,7 +236,7 @@ async fn bootstrap_fails_with(w: &World, secret: &str, needles: &[&str]) -> Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secret_is_explained() {
-    let w = World::start(Scenario::demo()).await;
+    let w = world(Scenario::demo()).await;
     bootstrap_fails_with(
         &w,
         "wrong-secret-value",
@@ -384,7 +250,7 @@ async fn wrong_secret_is_explained() {
 async fn cluster_without_azure_rbac_is_refused_with_the_fix() {
     let mut s = Scenario::demo();
     s.clusters[0].azure_rbac = false;
-    let w = World::start(s).await;
+    let w = world(s).await;
     bootstrap_fails_with(
         &w,
         scenario::DEMO_SP_SECRET,
@@ -395,7 +261,7 @@ async fn cluster_without_azure_rbac_is_refused_with_the_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_server_errors_resets_and_replication_are_survived() {
-    let w = World::start(Scenario::demo()).await;
+    let w = world(Scenario::demo()).await;
     for rule in [
         serde_json::json!({"method":"PUT","path":"/**/roleAssignments/*","kind":"status","status":429,"retry_after_secs":1,"count":2}),
         serde_json::json!({"method":"GET","path":"/**/managedClusters/*","kind":"status","status":503,"count":2}),
@@ -407,8 +273,8 @@ async fn throttling_server_errors_resets_and_replication_are_survived() {
     }
     // The new identity stays unknown to Azure RBAC for the first three assignment attempts.
     w.emu.set_principal_replication_attempts(3);
-    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&w, &bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert_eq!(out.code, 0, "{}", out.text());
     let log = w.emu.request_log();
     assert!(log.iter().any(|e| e.status == 429));
     assert!(log
@@ -430,12 +296,12 @@ async fn throttling_server_errors_resets_and_replication_are_survived() {
 async fn azcmagent_connect_is_retried_on_throttling_and_not_on_a_bad_request() {
     // azcmagent's own PUT of the machine is throttled twice: the agent reads the 429 from its output and
     // runs it again.
-    let w = World::start(Scenario::demo()).await;
+    let w = world(Scenario::demo()).await;
     w.emu
         .set_fault(serde_json::from_value(serde_json::json!({"method":"PUT","path":"/**/machines/*","kind":"status","status":429,"count":2})).unwrap())
         .unwrap();
-    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&w, &bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert_eq!(out.code, 0, "{}", out.text());
     let puts = |w: &World| {
         w.emu
             .request_log()
@@ -444,17 +310,17 @@ async fn azcmagent_connect_is_retried_on_throttling_and_not_on_a_bad_request() {
             .map(|e| e.status)
             .collect::<Vec<_>>()
     };
-    assert_eq!(puts(&w), vec![429, 429, 200], "{}", text(&out));
+    assert_eq!(puts(&w), vec![429, 429, 200], "{}", out.text());
 
     // A 400 is the request's fault: one attempt, then the error.
-    let w = World::start(Scenario::demo()).await;
+    let w = world(Scenario::demo()).await;
     w.emu
         .set_fault(serde_json::from_value(serde_json::json!({"method":"PUT","path":"/**/machines/*","kind":"status","status":400,"count":5})).unwrap())
         .unwrap();
-    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
-    assert!(!out.status.success(), "{}", text(&out));
-    assert_eq!(puts(&w), vec![400], "{}", text(&out));
-    assert!(text(&out).contains("azcmagent connect"), "{}", text(&out));
+    let out = run(&w, &bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert_ne!(out.code, 0, "{}", out.text());
+    assert_eq!(puts(&w), vec![400], "{}", out.text());
+    assert!(out.text().contains("azcmagent connect"), "{}", out.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,7 +332,7 @@ async fn missing_permission_names_role_scope_and_who_can_grant() {
         !(role.contains("18d7d88d-d35e-4fb5-a5c3-7773c20a72d9")
             || role == "user access administrator")
     });
-    let w = World::start(s).await;
+    let w = world(s).await;
     let write_on_cluster = format!(
         "Microsoft.Authorization/roleAssignments/write on {}",
         cluster_id()
@@ -528,7 +394,7 @@ async fn every_missing_permission_is_named_at_once() {
             ),
             name: None,
         });
-    let w = World::start(s).await;
+    let w = world(s).await;
     let t = bootstrap_fails_with(
         &w,
         scenario::DEMO_SP_SECRET,
@@ -555,12 +421,12 @@ async fn every_missing_permission_is_named_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_tokens_mid_run_are_renewed() {
-    let w = World::start(Scenario::demo()).await;
+    let w = world(Scenario::demo()).await;
     // Tokens live one second: later requests in the run meet expired tokens and must re-authenticate.
     w.emu.set_token_lifetime_secs(1);
     w.emu.set_fault(serde_json::from_value(serde_json::json!({"method":"GET","path":"/**/managedClusters/*","kind":"latency","latency_ms":1500,"count":1})).unwrap()).unwrap();
-    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&w, &bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert_eq!(out.code, 0, "{}", out.text());
     assert!(
         w.emu.request_log().iter().any(|e| e.status == 401),
         "no request met an expired token"
@@ -570,13 +436,13 @@ async fn expired_tokens_mid_run_are_renewed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unbootstrap_reports_what_it_could_not_remove() {
     // The demo SP may onboard machines but not delete them (as in Azure): unbootstrap must say so and fail.
-    let w = World::start(Scenario::demo()).await;
-    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
-    assert!(out.status.success(), "{}", text(&out));
+    let w = world(Scenario::demo()).await;
+    let out = run(&w, &bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert_eq!(out.code, 0, "{}", out.text());
     let p = w.principal().unwrap();
-    let out = w.run(&["unbootstrap"], scenario::DEMO_SP_SECRET);
-    let t = text(&out);
-    assert!(!out.status.success(), "{t}");
+    let out = run(&w, &["unbootstrap"], scenario::DEMO_SP_SECRET);
+    let t = out.text();
+    assert_ne!(out.code, 0, "{t}");
     assert!(
         t.contains("Microsoft.HybridCompute/machines/delete") && t.contains("node-a"),
         "{t}"
@@ -593,8 +459,8 @@ async fn unbootstrap_reports_what_it_could_not_remove() {
     assert!(journal.contains("arcMachine"));
 }
 
-fn arc_plan_kinds(out: &Output) -> Vec<String> {
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+fn arc_plan_kinds(out: &Run) -> Vec<String> {
+    let plan: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     plan["steps"]
         .as_array()
         .unwrap()
@@ -623,13 +489,13 @@ fn roles_of(w: &World, principal: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_roles_are_assigned_instead_of_the_defaults() {
-    let mut w = World::start(Scenario::demo()).await;
+    let mut w = world(Scenario::demo()).await;
     w.arc_extra = serde_json::json!({"roles": [
         "azure kubernetes service rbac reader",
         "4ABBCC35-E782-43D8-92C5-2D3F1BD2253F"
     ]});
-    let out = w.run(&["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&w, &["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
+    assert_eq!(out.code, 0, "{}", out.text());
     assert_eq!(
         arc_plan_kinds(&out),
         [
@@ -640,8 +506,8 @@ async fn configured_roles_are_assigned_instead_of_the_defaults() {
             "useClusterEndpoint"
         ]
     );
-    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&w, &bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert_eq!(out.code, 0, "{}", out.text());
     let p = w.principal().unwrap();
     assert_eq!(
         roles_of(&w, &p),
@@ -652,8 +518,8 @@ async fn configured_roles_are_assigned_instead_of_the_defaults() {
     );
     // Converged with the configured list; the defaults are not wanted.
     let from = w.emu.request_log().len();
-    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&w, &bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert_eq!(out.code, 0, "{}", out.text());
     assert!(
         w.writes_since(from).is_empty(),
         "{:?}",
@@ -663,11 +529,11 @@ async fn configured_roles_are_assigned_instead_of_the_defaults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_role_name_is_a_config_error_listing_the_allowed_names() {
-    let mut w = World::start(Scenario::demo()).await;
+    let mut w = world(Scenario::demo()).await;
     w.arc_extra = serde_json::json!({"roles": ["Reader", "Owner"]});
-    let out = w.run(&["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
-    let t = text(&out);
-    assert!(!out.status.success(), "{t}");
+    let out = run(&w, &["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
+    let t = out.text();
+    assert_ne!(out.code, 0, "{t}");
     assert!(
         t.contains("azure.arc.roles[1]")
             && t.contains("Owner")
@@ -703,10 +569,10 @@ async fn admin_token(w: &World) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_auto_role_assignment_nothing_is_assigned_and_the_admin_commands_are_printed() {
-    let mut w = World::start(Scenario::demo()).await;
+    let mut w = world(Scenario::demo()).await;
     w.arc_extra = serde_json::json!({"autoRoleAssignment": false});
-    let out = w.run(&["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&w, &["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
+    assert_eq!(out.code, 0, "{}", out.text());
     assert_eq!(
         arc_plan_kinds(&out),
         ["arcConnect", "verifyRoles", "useClusterEndpoint"]
@@ -760,10 +626,10 @@ async fn without_auto_role_assignment_nothing_is_assigned_and_the_admin_commands
             .unwrap();
         assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     }
-    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = w.run(&["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
-    assert!(arc_plan_kinds(&out).is_empty(), "{}", text(&out));
+    let out = run(&w, &bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert_eq!(out.code, 0, "{}", out.text());
+    let out = run(&w, &["plan", "-o", "json"], scenario::DEMO_SP_SECRET);
+    assert!(arc_plan_kinds(&out).is_empty(), "{}", out.text());
     // Nothing role-related was journaled: unbootstrap would leave the administrator's assignments alone.
     let journal =
         std::fs::read_to_string(w.root().join("var/lib/aks-flex-node/journal.json")).unwrap();
@@ -772,7 +638,7 @@ async fn without_auto_role_assignment_nothing_is_assigned_and_the_admin_commands
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_resource_of_another_host_is_adopted_only_when_configured() {
-    let mut w = World::start(Scenario::demo()).await;
+    let mut w = world(Scenario::demo()).await;
     // Someone else's machine resource under this node's name.
     let token = admin_token(&w).await;
     let url = format!(
@@ -803,8 +669,8 @@ async fn a_machine_resource_of_another_host_is_adopted_only_when_configured() {
         .all(|l| !l.contains("roleAssignments")));
 
     w.arc_extra = serde_json::json!({"adoptExisting": true});
-    let out = w.run(&bootstrap_args(), scenario::DEMO_SP_SECRET);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&w, &bootstrap_args(), scenario::DEMO_SP_SECRET);
+    assert_eq!(out.code, 0, "{}", out.text());
     assert!(w
         .emu
         .state()

@@ -1,15 +1,13 @@
 //! Artifact fetching against a loopback HTTP server: happy path, checksum mismatch, 404, truncated
 //! download, transient 503, cache hit, offline bundle, mirror mapping, pins winning over checksum files.
 
-mod runtime_support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::runtime::*;
 use aks_flex_node::artifacts::{self, ArtifactError, Fetcher, FetcherOptions};
 use aks_flex_node::host::Host;
-use runtime_support::*;
 
 fn opts(mirror: &str) -> FetcherOptions {
     FetcherOptions {

@@ -1,13 +1,17 @@
-//! Shared test support for the runtime tests: a loopback HTTP artifact server (a tiny HTTP/1.1 server on
-//! 127.0.0.1 with fault injection), artifact fixtures in the upstream layouts built from the real Debian
-//! binaries (containerd, runc, CNI plugins) plus FIXTURE Kubernetes binaries (shell scripts), and configs.
-#![allow(dead_code)]
+//! Support for the runtime tests (and `benches/install.rs`, which includes this file alone: it uses nothing
+//! else of `support`): a loopback HTTP artifact server (a tiny HTTP/1.1 server on 127.0.0.1 with fault
+//! injection), artifact fixtures in the upstream layouts built from the real Debian binaries (containerd,
+//! runc, CNI plugins) plus FIXTURE Kubernetes binaries (shell scripts), configs, and the engine run on a
+//! sandbox root.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use aks_flex_node::host::Host;
+use aks_flex_node::model::Phase;
+use aks_flex_node::steps::{self, Context, Step, StepReport};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -423,24 +427,26 @@ pub fn write_config(dir: &Path, v: &serde_json::Value) -> PathBuf {
 }
 
 /// A self-signed test CA certificate (no key kept): test data only.
-pub const TEST_CA_PEM: &str = include_str!("../fixtures/runtime/test-ca.pem");
+pub const TEST_CA_PEM: &str = include_str!("../../fixtures/runtime/test-ca.pem");
 
 pub fn test_ca_b64() -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(TEST_CA_PEM)
 }
 
-pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+/// An engine context on the sandbox root `root` for `config` (as [`config_json`] makes it).
+pub fn context(config: &serde_json::Value, root: &Path) -> Context {
+    let cfg = Arc::new(load_config(config));
+    Context::new(cfg, Arc::new(Host::new(root).unwrap())).unwrap()
 }
 
-/// Skip (with a printed reason) when a real-component test cannot run here.
-#[macro_export]
-macro_rules! skip_unless {
-    ($cond:expr, $reason:expr) => {
-        if !$cond {
-            eprintln!("SKIPPED {}: {}", module_path!(), $reason);
-            return;
-        }
-    };
+/// Converges `steps` as bootstrap does, with the phases `skip` skipped; the error as text.
+pub async fn run_steps(
+    ctx: &Context,
+    steps: &[Box<dyn Step>],
+    skip: &[Phase],
+) -> (Vec<StepReport>, Result<(), String>) {
+    let skip: BTreeSet<Phase> = skip.iter().copied().collect();
+    let (reports, res) = steps::bootstrap(ctx, steps, &skip).await;
+    (reports, res.map_err(|e| e.to_string()))
 }

@@ -1,5 +1,5 @@
 //! Scale simulation (a benchmark, `#[ignore]`d; run with `make bench` or
-//! `cargo test --release -p aks-flex-node --test azure_scale -- --ignored --nocapture`):
+//! `cargo test --release -p aks-flex-node --test integration azure_scale:: -- --ignored --nocapture`):
 //! N agents (default 200, `FLEXNODE_BENCH_AGENTS`) run the identity phase concurrently as tokio tasks
 //! against one in-process emulator with ARM write throttling (default 20 writes/s per subscription,
 //! `FLEXNODE_BENCH_WRITES_PER_SEC`). Every agent must converge; prints the max ARM writes per node, the
@@ -13,11 +13,10 @@ use aks_flex_node::azure::settings::{AzureSettings, Timing};
 use aks_flex_node::config::{self, LoadOptions};
 use aks_flex_node::host::Host;
 use aks_flex_node::steps::{self, arc_install::ArcInstall, Context, Step};
-use azure_emulator::scenario::{self, Scenario, SeedRoleAssignment};
+use azure_emulator::scenario::{self, Scenario};
 use azure_emulator::{Emulator, EmulatorOptions};
 
-mod azure_support;
-use azure_support::azcmagent_bin;
+use crate::support::azure::{azcmagent_bin, cluster_id, contributor_on_rg};
 
 fn env_num(k: &str, d: u32) -> u32 {
     std::env::var(k)
@@ -34,16 +33,7 @@ async fn scale_200_agents_with_arm_throttling() {
     let dir = tempfile::tempdir().unwrap();
     let mut sc = Scenario::demo();
     sc.settings.arm_writes_per_second = Some(wps);
-    sc.role_assignments.push(SeedRoleAssignment {
-        principal_id: scenario::DEMO_SP_OBJECT_ID.into(),
-        role: "Contributor".into(),
-        scope: format!(
-            "/subscriptions/{}/resourceGroups/{}",
-            scenario::DEMO_SUBSCRIPTION_ID,
-            scenario::DEMO_RESOURCE_GROUP
-        ),
-        name: None,
-    });
+    sc.role_assignments.push(contributor_on_rg());
     let emu = Emulator::start(EmulatorOptions {
         scenario: sc,
         himds_key_dir: Some(dir.path().join("keys")),
@@ -53,10 +43,7 @@ async fn scale_200_agents_with_arm_throttling() {
     .unwrap();
     let urls = emu.urls().clone();
     let azcmagent = azcmagent_bin();
-    let cluster = format!(
-        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerService/managedClusters/{}",
-        scenario::DEMO_SUBSCRIPTION_ID, scenario::DEMO_RESOURCE_GROUP, scenario::DEMO_CLUSTER
-    );
+    let cluster = cluster_id();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..agents {

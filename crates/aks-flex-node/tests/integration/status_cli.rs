@@ -4,32 +4,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use aks_flex_node::host::{Host, ServiceOp};
 use aks_flex_node::steps::Journal;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_aks-flex-node"))
-        .env_remove("AKS_FLEX_NODE_CONFIG")
-        .env_remove("AKS_FLEX_NODE_AZCMAGENT")
-        .env_remove("JOURNAL_STREAM")
-        .env("NO_COLOR", "1")
-        .args(args)
-        .output()
-        .expect("run aks-flex-node");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use crate::support::{run_args, Run};
 
 fn script(path: &Path, body: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -143,7 +122,7 @@ const CONNECTED: &str = r#"echo '{"resourceName":"edge-1","resourceGroup":"rg","
 async fn status(args: Vec<String>) -> Run {
     tokio::task::spawn_blocking(move || {
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&a)
+        run_args(&a)
     })
     .await
     .unwrap()
@@ -246,7 +225,7 @@ fn a_fresh_sandbox_is_degraded_and_says_to_bootstrap() {
     let root = dir.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
     let cfg = config(dir.path(), &dir.path().join("no-azcmagent"));
-    let r = run(&[
+    let r = run_args(&[
         "status",
         "--root",
         root.to_str().unwrap(),
@@ -269,16 +248,16 @@ fn a_fresh_sandbox_is_degraded_and_says_to_bootstrap() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let r = run(&["status", "-o", "yaml", "--config", "/nonexistent.json"]);
+    let r = run_args(&["status", "-o", "yaml", "--config", "/nonexistent.json"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    let r = run(&["status", "--config", "/nonexistent.json"]);
+    let r = run_args(&["status", "--config", "/nonexistent.json"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("/nonexistent.json"), "{}", r.stderr);
 }
 
 #[test]
 fn the_published_schema_is_the_generated_one() {
-    let r = run(&["status", "--schema", "--config", "/nonexistent.json"]);
+    let r = run_args(&["status", "--schema", "--config", "/nonexistent.json"]);
     assert_eq!(r.code, 0, "needs no config: {}", r.stderr);
     let generated: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(generated, aks_flex_node::agent::status::json_schema());

@@ -2,19 +2,18 @@
 //! OUR rendered 10-bridge.conflist executed by the real bridge/host-local/portmap plugins in a network
 //! namespace, chained the way the runtime's libcni does (each plugin gets the previous one's result), must
 //! give an address from the configured pod range, with hairpin on and the hostPort mapped. Both install their binaries through the agent from the
-//! loopback artifact server first. They skip (printing why) only when not root or the packages are missing.
-
-mod runtime_support;
+//! loopback artifact server first. They need root, so they are `#[ignore]`d and run by `make e2e` (as root,
+//! after `make deps`); run there without root or without the packages, they fail saying what is missing.
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aks_flex_node::host::Host;
 use aks_flex_node::model::Phase;
-use aks_flex_node::steps::{self, Context};
-use runtime_support::*;
+use aks_flex_node::steps;
+
+use crate::support::runtime::*;
+use crate::support::{is_root, require, require_program};
 
 /// Bootstrap only the installation steps into a sandbox root from the loopback server.
 async fn install_runtime(
@@ -22,24 +21,17 @@ async fn install_runtime(
     containerd: bool,
     cni: bool,
     extra: serde_json::Value,
-) -> Option<(tempfile::TempDir, ArtifactServer)> {
-    let fx = match Fixtures::build(containerd, cni) {
-        Ok(f) => f,
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            return None;
-        }
-    };
+) -> (tempfile::TempDir, ArtifactServer) {
+    let fx = Fixtures::build(containerd, cni).unwrap_or_else(|reason| {
+        panic!("this test needs the Debian binaries it installs (`make deps` as root): {reason}")
+    });
     let server = ArtifactServer::start().await;
     fx.serve(&server);
     let root = tempfile::tempdir().unwrap();
-    let cfg = Arc::new(load_config(&config_json(&server.base, &fx, extra)));
-    let host = Arc::new(Host::new(root.path()).unwrap());
-    let ctx = Context::new(cfg, host).unwrap();
-    let skip = [Phase::Identity, Phase::Activation].into_iter().collect();
-    let (_reports, res) = steps::bootstrap(&ctx, &[step], &skip).await;
+    let ctx = context(&config_json(&server.base, &fx, extra), root.path());
+    let (_reports, res) = run_steps(&ctx, &[step], &[Phase::Identity, Phase::Activation]).await;
     res.unwrap();
-    Some((root, server))
+    (root, server)
 }
 
 struct Kill(std::process::Child);
@@ -51,10 +43,11 @@ impl Drop for Kill {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root to start containerd (run by make e2e as root)"]
 async fn real_containerd_loads_the_cri_plugin_with_our_config() {
-    skip_unless!(is_root(), "needs root to start containerd");
+    require(is_root(), "root, to start containerd");
     // Metrics on an ephemeral port so parallel runs never collide.
-    let Some((root, _server)) = install_runtime(
+    let (root, _server) = install_runtime(
         Box::new(steps::containerd::ContainerdInstaller),
         true,
         false,
@@ -62,10 +55,7 @@ async fn real_containerd_loads_the_cri_plugin_with_our_config() {
             "containerd": {"metricsAddress": "127.0.0.1:0"}
         }),
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let r = root.path();
     let work = tempfile::tempdir().unwrap();
     let sock = work.path().join("containerd.sock");
@@ -158,17 +148,13 @@ fn plugin_config(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root for network namespaces (run by make e2e as root)"]
 async fn real_bridge_and_portmap_chain_gives_an_address_from_the_pod_range() {
-    skip_unless!(is_root(), "needs root for network namespaces");
-    skip_unless!(
-        Command::new("ip").arg("-V").output().is_ok(),
-        "iproute2 is not installed"
-    );
-    skip_unless!(
-        Command::new("iptables").arg("-V").output().is_ok(),
-        "iptables is not installed (bridge ipMasq and portmap need it)"
-    );
-    let Some((root, _server)) = install_runtime(
+    require(is_root(), "root, for network namespaces");
+    require_program(&["ip", "-V"], "iproute2");
+    // bridge ipMasq and portmap need it.
+    require_program(&["iptables", "-V"], "iptables");
+    let (root, _server) = install_runtime(
         Box::new(steps::cni::CniSetup),
         false,
         true,
@@ -176,10 +162,7 @@ async fn real_bridge_and_portmap_chain_gives_an_address_from_the_pod_range() {
             "networking": {"podCIDR": "10.250.7.0/24"}
         }),
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let r = root.path();
     let id = std::process::id();
     // The plugins run inside `outer` (so cni0, NAT and hostPort rules never touch this machine's

@@ -3,15 +3,12 @@
 //! the configured `kubernetes.sha256` pins) and containerd 2.x (tarball without v1 shims, config
 //! version 3), all served by the loopback artifact server through the mirror setting.
 
-mod runtime_support;
-
 use std::path::Path;
-use std::sync::Arc;
 
-use aks_flex_node::host::Host;
 use aks_flex_node::model::Phase;
-use aks_flex_node::steps::{self, Context, Step};
-use runtime_support::*;
+use aks_flex_node::steps::{self, Step};
+
+use crate::support::runtime::*;
 
 /// The original's template (the default in its docs); fetched as `<mirror>/acs-mirror.azureedge.net/...`.
 const TEMPLATE: &str =
@@ -64,11 +61,9 @@ async fn run_step(
     root: &Path,
     extra: serde_json::Value,
 ) -> Result<(), String> {
-    let cfg = Arc::new(load_config(&config_json(&server.base, fx, extra)));
-    let ctx = Context::new(cfg, Arc::new(Host::new(root).unwrap())).unwrap();
-    let skip = [Phase::Identity, Phase::Activation].into_iter().collect();
-    let (_r, res) = steps::bootstrap(&ctx, &[step], &skip).await;
-    res.map_err(|e| e.to_string())
+    let ctx = context(&config_json(&server.base, fx, extra), root);
+    let (_r, res) = run_steps(&ctx, &[step], &[Phase::Identity, Phase::Activation]).await;
+    res
 }
 
 fn kube_step() -> Box<dyn Step> {
@@ -201,12 +196,10 @@ async fn kubeadm_is_optional_off_by_default_and_removed_when_turned_off() {
     assert_eq!(server.total_hits(), hits);
 
     // Converged.
-    let cfg = Arc::new(load_config(&config_json(
-        &server.base,
-        &fx,
-        serde_json::json!({}),
-    )));
-    let ctx = Context::new(cfg, Arc::new(Host::new(root.path()).unwrap())).unwrap();
+    let ctx = context(
+        &config_json(&server.base, &fx, serde_json::json!({})),
+        root.path(),
+    );
     let plan = steps::plan(&ctx, &[kube_step()], &Default::default())
         .await
         .unwrap();

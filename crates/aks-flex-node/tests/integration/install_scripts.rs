@@ -3,13 +3,12 @@
 //! /etc, /var or systemd: with a root other than / the scripts never run systemctl or apt-get. The
 //! "release" is a small fake tarball built here, not the real binary.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
+use crate::support::tree::{Kind, Stamps, Tree};
+use crate::support::{at, require, require_program, sha256};
 
 const VERSION: &str = "9.8.7";
 const UNIT: &str = "/etc/systemd/system/aks-flex-node-agent.service";
@@ -30,10 +29,6 @@ fn arch() -> &'static str {
 
 fn unit_text() -> Vec<u8> {
     std::fs::read(repo().join("packaging/aks-flex-node-agent.service")).unwrap()
-}
-
-fn sha256(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
 }
 
 /// The fake agent: records each call (its arguments, and whether the installed files were still there)
@@ -198,10 +193,6 @@ fn install(root: &Path, server: &Server, args: &[&str]) -> Out {
     )
 }
 
-fn p(root: &Path, host_path: &str) -> PathBuf {
-    root.join(host_path.trim_start_matches('/'))
-}
-
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
         .unwrap()
@@ -210,31 +201,13 @@ fn mode(path: &Path) -> u32 {
         & 0o7777
 }
 
-/// Every entry under root: path -> (kind, mode, mtime, sha256 of a file).
-fn snapshot(root: &Path) -> BTreeMap<String, (char, u32, SystemTime, String)> {
-    let mut out = BTreeMap::new();
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (char, u32, SystemTime, String)>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let e = e.unwrap();
-            let md = std::fs::symlink_metadata(e.path()).unwrap();
-            let rel = format!("/{}", e.path().strip_prefix(root).unwrap().display());
-            let (kind, sum) = if md.is_dir() {
-                ('d', String::new())
-            } else {
-                ('f', sha256(&std::fs::read(e.path()).unwrap()))
-            };
-            out.insert(rel, (kind, md.mode() & 0o7777, md.modified().unwrap(), sum));
-            if md.is_dir() {
-                walk(root, &e.path(), out);
-            }
-        }
-    }
-    walk(root, root, &mut out);
-    out
+/// Every entry under root, with when it was last written.
+fn snapshot(root: &Path) -> Tree {
+    crate::support::tree::snapshot(root, Stamps::All, &[])
 }
 
 fn manifest_entries(root: &Path) -> Vec<Vec<String>> {
-    std::fs::read_to_string(p(root, MANIFEST))
+    std::fs::read_to_string(at(root, MANIFEST))
         .unwrap()
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -256,13 +229,13 @@ fn happy_path_installs_the_latest_release_with_modes_and_manifest() {
     );
     assert!(out.stdout.contains("verified: sha256"), "{}", out.stdout);
     let r = root.path();
-    assert_eq!(std::fs::read(p(r, BIN)).unwrap(), rel.binary);
-    assert_eq!(mode(&p(r, BIN)), 0o755);
-    assert_eq!(std::fs::read(p(r, UNIT)).unwrap(), unit_text());
-    assert_eq!(mode(&p(r, UNIT)), 0o644);
+    assert_eq!(std::fs::read(at(r, BIN)).unwrap(), rel.binary);
+    assert_eq!(mode(&at(r, BIN)), 0o755);
+    assert_eq!(std::fs::read(at(r, UNIT)).unwrap(), unit_text());
+    assert_eq!(mode(&at(r, UNIT)), 0o644);
     for d in ["/etc/aks-flex-node", "/var/log/aks-flex-node"] {
-        assert!(p(r, d).is_dir(), "{d}");
-        assert_eq!(mode(&p(r, d)), 0o750, "{d}");
+        assert!(at(r, d).is_dir(), "{d}");
+        assert_eq!(mode(&at(r, d)), 0o750, "{d}");
     }
     let m = manifest_entries(r);
     let (bin_sum, unit_sum) = (sha256(&rel.binary), sha256(&unit_text()));
@@ -282,7 +255,7 @@ fn happy_path_installs_the_latest_release_with_modes_and_manifest() {
     // Exactly these, nothing else.
     let files: Vec<String> = snapshot(r)
         .into_iter()
-        .filter(|(_, v)| v.0 == 'f')
+        .filter(|(_, v)| v.kind == Kind::File)
         .map(|(k, _)| k)
         .collect();
     assert_eq!(files, vec![UNIT, BIN, MANIFEST]);
@@ -415,9 +388,9 @@ fn binary_flag_installs_a_local_binary_with_the_packaging_unit() {
     );
     assert_eq!(out.code, 0);
     let r = root.path();
-    assert_eq!(std::fs::read(p(r, BIN)).unwrap(), fake_binary("local"));
-    assert_eq!(mode(&p(r, BIN)), 0o755);
-    assert_eq!(std::fs::read(p(r, UNIT)).unwrap(), unit_text());
+    assert_eq!(std::fs::read(at(r, BIN)).unwrap(), fake_binary("local"));
+    assert_eq!(mode(&at(r, BIN)), 0o755);
+    assert_eq!(std::fs::read(at(r, UNIT)).unwrap(), unit_text());
     let m = manifest_entries(r);
     assert_eq!(m[0][3], BIN);
     assert_eq!(m[0][2], sha256(&fake_binary("local")));
@@ -445,7 +418,7 @@ fn the_unit_embedded_in_install_sh_is_the_packaging_unit() {
     );
     assert_eq!(out.code, 0);
     assert_eq!(
-        String::from_utf8(std::fs::read(p(root.path(), UNIT)).unwrap()).unwrap(),
+        String::from_utf8(std::fs::read(at(root.path(), UNIT)).unwrap()).unwrap(),
         String::from_utf8(unit_text()).unwrap(),
         "the unit embedded in scripts/install.sh differs from packaging/aks-flex-node-agent.service: copy it over"
     );
@@ -455,8 +428,8 @@ fn the_unit_embedded_in_install_sh_is_the_packaging_unit() {
 fn a_file_it_did_not_install_is_replaced_only_with_yes_and_put_back_by_uninstall() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    std::fs::create_dir_all(p(r, "/usr/local/bin")).unwrap();
-    std::fs::write(p(r, BIN), b"someone else's binary\n").unwrap();
+    std::fs::create_dir_all(at(r, "/usr/local/bin")).unwrap();
+    std::fs::write(at(r, BIN), b"someone else's binary\n").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let local = tmp.path().join("bin");
     std::fs::write(&local, fake_binary("local")).unwrap();
@@ -470,15 +443,15 @@ fn a_file_it_did_not_install_is_replaced_only_with_yes_and_put_back_by_uninstall
     // --yes: replaced, the original saved.
     let out = script("install.sh", r, &[], &["--binary", arg, "--yes"]);
     assert_eq!(out.code, 0);
-    assert_eq!(std::fs::read(p(r, BIN)).unwrap(), fake_binary("local"));
+    assert_eq!(std::fs::read(at(r, BIN)).unwrap(), fake_binary("local"));
     // Uninstall puts the original back.
     let out = script("uninstall.sh", r, &[], &["--force"]);
     assert_eq!(out.code, 0);
     assert_eq!(
-        std::fs::read(p(r, BIN)).unwrap(),
+        std::fs::read(at(r, BIN)).unwrap(),
         b"someone else's binary\n"
     );
-    assert!(!p(r, "/var/lib/aks-flex-node-install").exists());
+    assert!(!at(r, "/var/lib/aks-flex-node-install").exists());
 }
 
 #[test]
@@ -488,14 +461,14 @@ fn uninstall_force_unbootstraps_first_then_removes_exactly_the_manifest() {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     // Something that was there before and is none of install.sh's business.
-    std::fs::create_dir_all(p(r, "/etc/systemd/system")).unwrap();
-    std::fs::write(p(r, "/etc/systemd/system/other.service"), b"[Unit]\n").unwrap();
+    std::fs::create_dir_all(at(r, "/etc/systemd/system")).unwrap();
+    std::fs::write(at(r, "/etc/systemd/system/other.service"), b"[Unit]\n").unwrap();
     let pristine = snapshot(r);
     assert_eq!(install(r, &server, &["--version", VERSION]).code, 0);
     // The operator's config and a bootstrapped node's journal (written by the agent, not install.sh).
-    std::fs::write(p(r, "/etc/aks-flex-node/config.json"), b"{}\n").unwrap();
-    std::fs::create_dir_all(p(r, "/var/lib/aks-flex-node")).unwrap();
-    std::fs::write(p(r, "/var/lib/aks-flex-node/journal.json"), b"{}\n").unwrap();
+    std::fs::write(at(r, "/etc/aks-flex-node/config.json"), b"{}\n").unwrap();
+    std::fs::create_dir_all(at(r, "/var/lib/aks-flex-node")).unwrap();
+    std::fs::write(at(r, "/var/lib/aks-flex-node/journal.json"), b"{}\n").unwrap();
     let log = tempfile::NamedTempFile::new().unwrap();
     let log_path = log.path().to_str().unwrap().to_string();
     let out = script("uninstall.sh", r, &[("FAKE_LOG", &log_path)], &["--force"]);
@@ -575,7 +548,7 @@ fn uninstall_keeps_a_file_changed_after_install_and_fails() {
     assert_eq!(install(r, &server, &["--version", VERSION]).code, 0);
     let mut unit = unit_text();
     unit.extend_from_slice(b"# local edit\n");
-    std::fs::write(p(r, UNIT), &unit).unwrap();
+    std::fs::write(at(r, UNIT), &unit).unwrap();
     let out = script("uninstall.sh", r, &[], &["--force"]);
     assert_eq!(out.code, 1);
     assert!(
@@ -583,9 +556,9 @@ fn uninstall_keeps_a_file_changed_after_install_and_fails() {
         "{}",
         out.stderr
     );
-    assert_eq!(std::fs::read(p(r, UNIT)).unwrap(), unit);
-    assert!(!p(r, BIN).exists());
-    assert!(!p(r, "/etc/aks-flex-node").exists());
+    assert_eq!(std::fs::read(at(r, UNIT)).unwrap(), unit);
+    assert!(!at(r, BIN).exists());
+    assert!(!at(r, "/etc/aks-flex-node").exists());
     // The manifest now lists only what is left.
     let m = manifest_entries(r);
     assert_eq!(m.len(), 1);
@@ -603,9 +576,9 @@ fn uninstall_removes_nothing_when_unbootstrap_fails() {
         script("install.sh", r, &[], &["--binary", local.to_str().unwrap()]).code,
         0
     );
-    std::fs::write(p(r, "/etc/aks-flex-node/config.json"), b"{}\n").unwrap();
-    std::fs::create_dir_all(p(r, "/var/lib/aks-flex-node")).unwrap();
-    std::fs::write(p(r, "/var/lib/aks-flex-node/journal.json"), b"{}\n").unwrap();
+    std::fs::write(at(r, "/etc/aks-flex-node/config.json"), b"{}\n").unwrap();
+    std::fs::create_dir_all(at(r, "/var/lib/aks-flex-node")).unwrap();
+    std::fs::write(at(r, "/var/lib/aks-flex-node/journal.json"), b"{}\n").unwrap();
     let before = snapshot(r);
     let out = script("uninstall.sh", r, &[("FAKE_EXIT", "1")], &["--force"]);
     assert_eq!(out.code, 1);
@@ -625,8 +598,12 @@ fn with_arc_agent_prints_microsofts_documented_install_and_runs_nothing_in_a_tes
     std::fs::write(&local, fake_binary("local")).unwrap();
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    std::fs::create_dir_all(p(r, "/etc")).unwrap();
-    std::fs::write(p(r, "/etc/os-release"), "ID=ubuntu\nVERSION_ID=\"22.04\"\n").unwrap();
+    std::fs::create_dir_all(at(r, "/etc")).unwrap();
+    std::fs::write(
+        at(r, "/etc/os-release"),
+        "ID=ubuntu\nVERSION_ID=\"22.04\"\n",
+    )
+    .unwrap();
     // Dry run: the plan, nothing changed.
     let before = snapshot(r);
     let out = script(
@@ -699,14 +676,7 @@ fn dry_run_changes_nothing() {
 
 #[test]
 fn scripts_are_shellcheck_clean() {
-    if Command::new("shellcheck")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: shellcheck is not installed (apt-get install shellcheck)");
-        return;
-    }
+    require_program(&["shellcheck", "--version"], "shellcheck");
     let out = Command::new("shellcheck")
         .arg("-x")
         .arg(repo().join("scripts/install.sh"))
@@ -723,30 +693,26 @@ fn scripts_are_shellcheck_clean() {
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_err()
-        || !Path::new("/lib/systemd/system/sysinit.target").exists()
-    {
-        eprintln!("SKIPPED: systemd-analyze or /lib/systemd/system is not available");
-        return;
-    }
+    require_program(&["systemd-analyze", "--version"], "systemd");
+    require(
+        Path::new("/lib/systemd/system/sysinit.target").exists(),
+        "the machine's system units in /lib/systemd/system (Debian package systemd)",
+    );
     // A root with the machine's system units (targets the unit refers to) and a stand-in binary.
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    std::fs::create_dir_all(p(r, "/lib/systemd")).unwrap();
+    std::fs::create_dir_all(at(r, "/lib/systemd")).unwrap();
     let cp = Command::new("cp")
         .args(["-a", "/lib/systemd/system"])
-        .arg(p(r, "/lib/systemd/"))
+        .arg(at(r, "/lib/systemd/"))
         .status()
         .unwrap();
     assert!(cp.success());
-    std::fs::create_dir_all(p(r, "/usr/local/bin")).unwrap();
-    std::fs::write(p(r, BIN), b"#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(p(r, BIN), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::create_dir_all(p(r, "/etc/systemd/system")).unwrap();
-    std::fs::write(p(r, UNIT), unit_text()).unwrap();
+    std::fs::create_dir_all(at(r, "/usr/local/bin")).unwrap();
+    std::fs::write(at(r, BIN), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(at(r, BIN), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(at(r, "/etc/systemd/system")).unwrap();
+    std::fs::write(at(r, UNIT), unit_text()).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(format!("--root={}", r.display()))

@@ -5,15 +5,15 @@
 //! shows the blocker); a mirror's `.sha256` next to the tarball and an offline bundle built from it are
 //! digest sources.
 
-mod runtime_support;
-
 use std::path::Path;
 use std::sync::Arc;
 
 use aks_flex_node::host::Host;
 use aks_flex_node::model::Phase;
-use aks_flex_node::steps::{self, Context};
-use runtime_support::*;
+use aks_flex_node::steps;
+
+use crate::support::runtime::*;
+use crate::support::{readme_quick_start, sandbox};
 
 fn without_npd_pin(mut v: serde_json::Value) -> serde_json::Value {
     v["npd"].as_object_mut().unwrap().remove("sha256");
@@ -21,13 +21,7 @@ fn without_npd_pin(mut v: serde_json::Value) -> serde_json::Value {
 }
 
 fn cli(root: &Path, config: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_aks-flex-node"))
-        .args(args)
-        .arg("--root")
-        .arg(root)
-        .arg("--config")
-        .arg(config)
-        .env("NO_COLOR", "1")
+    sandbox(root, config, args)
         // No mirror is configured here: should anything try to download, it hits a closed local port.
         .env("HTTPS_PROXY", "http://127.0.0.1:9")
         .env("HTTP_PROXY", "http://127.0.0.1:9")
@@ -36,22 +30,9 @@ fn cli(root: &Path, config: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// The README's quick-start config, verbatim.
-fn readme_quick_start() -> serde_json::Value {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-            .expect("README.md at the repository root");
-    let start = readme
-        .find("config.json >/dev/null <<'EOF'\n")
-        .expect("the quick-start heredoc in README.md");
-    let body = &readme[start..];
-    let body = &body[body.find('\n').unwrap() + 1..];
-    serde_json::from_str(&body[..body.find("\nEOF\n").expect("end of the heredoc")]).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_quick_start_bootstraps_skipping_npd_with_a_warning_when_no_digest_is_known() {
-    let quick = readme_quick_start();
+    let quick: serde_json::Value = serde_json::from_str(&readme_quick_start()).unwrap();
     assert!(
         quick.get("npd").is_none(),
         "the quick start is meant to leave npd at its default: {quick}"
@@ -276,16 +257,15 @@ async fn a_mirror_sha256_file_then_a_bundle_built_from_it_verify_npd_without_a_p
     assert_eq!(npd.sha256, sha256(&fx.npd_tgz));
 
     // Air-gapped (the mirror is a closed port) and still no npd.sha256: the bundle's manifest verifies it.
-    let air = load_config(&without_npd_pin(config_json(
+    let air = without_npd_pin(config_json(
         "http://127.0.0.1:9",
         &fx,
         serde_json::json!({"bootstrap": {"offlineArtifacts": {"source": bundle.path().display().to_string()}}}),
-    )));
+    ));
     let root = tempfile::tempdir().unwrap();
-    let ctx = Context::new(Arc::new(air), Arc::new(Host::new(root.path()).unwrap())).unwrap();
-    let skip = [Phase::Identity].into_iter().collect();
+    let ctx = context(&air, root.path());
     let hits = server.total_hits();
-    let (_r, res) = steps::bootstrap(&ctx, &steps::all_steps(), &skip).await;
+    let (_r, res) = run_steps(&ctx, &steps::all_steps(), &[Phase::Identity]).await;
     res.unwrap();
     assert_eq!(server.total_hits(), hits);
     assert!(root.path().join("usr/bin/node-problem-detector").exists());

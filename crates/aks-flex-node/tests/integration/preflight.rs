@@ -2,57 +2,17 @@
 //! host files, and the Azure checks against the emulator on 127.0.0.1.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use aks_flex_node::azure::credential::TEST_KEY_DIR_ENV;
-use azure_emulator::scenario::{self, Scenario, SeedRoleAssignment};
-use azure_emulator::{Emulator, EmulatorOptions};
+use azure_emulator::scenario::{self, Scenario};
 
-mod azure_support;
-use azure_support::azcmagent_bin;
+use crate::support::azure::{azcmagent_bin, cluster_id, contributor_on_rg, rg_scope, World};
+use crate::support::tree::{snapshot, under, Stamps, Tree};
+use crate::support::{bin, config_fixture, run, sandbox, Run};
 
-const BIN: &str = env!("CARGO_BIN_EXE_aks-flex-node");
-
-fn bin() -> Command {
-    let mut c = Command::new(BIN);
-    c.env_remove("AKS_FLEX_NODE_CONFIG")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env("NO_COLOR", "1");
-    c
-}
-
-fn seed_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/seed-example.json")
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn text(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
-    }
-}
-
-fn run(cmd: &mut Command) -> Run {
-    let out = cmd.output().expect("run aks-flex-node");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
+/// Stages a host file under the sandbox root.
 fn stage(root: &Path, path: &str, content: &str) {
-    let p = root.join(path.trim_start_matches('/'));
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, content).unwrap();
+    crate::support::put(root, path, content, 0o644);
 }
 
 const TCP_HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
@@ -90,12 +50,12 @@ fn good_node(root: &Path) {
 
 /// Host checks only (no Azure call): `--skip-phase identity`.
 fn preflight_host(root: &Path, extra: &[&str]) -> Run {
-    run(bin()
-        .args(["preflight", "--skip-phase", "identity", "--root"])
-        .arg(root)
-        .arg("--config")
-        .arg(seed_config())
-        .args(extra))
+    run(sandbox(
+        root,
+        &config_fixture("seed-example.json"),
+        &["preflight", "--skip-phase", "identity"],
+    )
+    .args(extra))
 }
 
 #[test]
@@ -238,32 +198,10 @@ fn usage_errors_exit_2() {
     assert_eq!(r.code, 2, "{}", r.text());
 }
 
-/// Every file under `root` with its content (a snapshot to compare), without the agent's own log
-/// (`var/log/aks-flex-node`, opened before anything runs).
-fn snapshot(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut all = snapshot_all(root);
-    all.retain(|p, _| !p.starts_with("var/log"));
-    all
-}
-
-fn snapshot_all(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.insert(p.strip_prefix(root).unwrap().to_path_buf(), Vec::new());
-                stack.push(p);
-            } else {
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    out
+/// Every entry under `root` (a snapshot to compare), without the agent's own log (`/var/log/aks-flex-node`,
+/// opened before anything runs).
+fn snapshot_root(root: &Path) -> Tree {
+    snapshot(root, Stamps::No, &["/var/log"])
 }
 
 #[test]
@@ -280,14 +218,14 @@ fn bootstrap_refuses_with_nothing_changed_until_the_error_is_ignored() {
         "/etc/fstab",
         "/dev/sda1 / ext4 defaults 0 1\n/swap.img none swap sw 0 0\n",
     );
-    let before = snapshot(d.path());
+    let before = snapshot_root(d.path());
     let bootstrap = |extra: &[&str]| {
-        run(bin()
-            .args(["bootstrap", "--only", "SystemConfigured", "--root"])
-            .arg(d.path())
-            .arg("--config")
-            .arg(seed_config())
-            .args(extra))
+        run(sandbox(
+            d.path(),
+            &config_fixture("seed-example.json"),
+            &["bootstrap", "--only", "SystemConfigured"],
+        )
+        .args(extra))
     };
     let r = bootstrap(&[]);
     assert_eq!(r.code, 1, "{}", r.text());
@@ -301,25 +239,23 @@ fn bootstrap_refuses_with_nothing_changed_until_the_error_is_ignored() {
     }
     // Not one file under the root changed (no journal, no sysctl file, fstab untouched), and the
     // sandbox recorded no command.
-    assert_eq!(snapshot(d.path()), before);
+    assert_eq!(snapshot_root(d.path()), before);
 
     let r = bootstrap(&["--ignore-preflight-errors=Port-10250"]);
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(d.path().join("etc/sysctl.d").exists());
     // The re-run on the now converged root passes its preflight and changes nothing.
-    let after = snapshot(d.path());
+    let after = snapshot_root(d.path());
     let r = bootstrap(&["--ignore-preflight-errors=Port-10250"]);
     assert_eq!(r.code, 0, "{}", r.text());
-    let again = snapshot(d.path());
-    let changed: Vec<&PathBuf> = again
+    let again = snapshot_root(d.path());
+    let changed: Vec<&String> = again
         .iter()
         .filter(|(p, c)| after.get(*p) != Some(c))
         .map(|(p, _)| p)
         .collect();
     assert!(
-        changed
-            .iter()
-            .all(|p| p.starts_with("var/lib/aks-flex-node")),
+        changed.iter().all(|p| under(p, "/var/lib/aks-flex-node")),
         "{changed:?}"
     );
 }
@@ -333,11 +269,11 @@ fn bootstrap_warns_about_swap_and_goes_ahead() {
         "/proc/swaps",
         "Filename\tType\tSize\tUsed\tPriority\n/swap.img file 4194300 0 -2\n",
     );
-    let r = run(bin()
-        .args(["bootstrap", "--only", "SystemConfigured", "--root"])
-        .arg(d.path())
-        .arg("--config")
-        .arg(seed_config()));
+    let r = run(&mut sandbox(
+        d.path(),
+        &config_fixture("seed-example.json"),
+        &["bootstrap", "--only", "SystemConfigured"],
+    ));
     assert_eq!(r.code, 0, "{}", r.text());
     assert!(
         r.stderr.contains("preflight: swap is on (/swap.img)"),
@@ -349,125 +285,41 @@ fn bootstrap_warns_about_swap_and_goes_ahead() {
 // ---------------------------------------------------------------------------------------------------
 // Azure checks against the emulator
 
-fn cluster_id() -> String {
-    format!(
-        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.ContainerService/managedClusters/{}",
-        scenario::DEMO_SUBSCRIPTION_ID,
-        scenario::DEMO_RESOURCE_GROUP,
-        scenario::DEMO_CLUSTER
-    )
-}
-
-fn rg_scope() -> String {
-    format!(
-        "/subscriptions/{}/resourceGroups/{}",
-        scenario::DEMO_SUBSCRIPTION_ID,
-        scenario::DEMO_RESOURCE_GROUP
-    )
-}
-
-struct World {
-    emu: Emulator,
-    dir: tempfile::TempDir,
-}
-
 const HOST: &str = "node-p";
 
-impl World {
-    async fn start(scenario: Scenario) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let emu = Emulator::start(EmulatorOptions {
-            scenario,
-            himds_key_dir: Some(dir.path().join("himds-keys")),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        std::fs::create_dir_all(dir.path().join("root")).unwrap();
-        World { emu, dir }
-    }
+async fn world(scenario: Scenario) -> World {
+    World::start(scenario, HOST).await
+}
 
-    fn config(&self, secret: &str) -> PathBuf {
-        let u = self.emu.urls();
-        let cfg = serde_json::json!({
-            "azure": {
-                "subscriptionId": scenario::DEMO_SUBSCRIPTION_ID,
-                "tenantId": scenario::DEMO_TENANT_ID,
-                "resourceManagerEndpoint": u.arm,
-                "activeDirectoryEndpoint": u.login,
-                "servicePrincipal": {"clientId": scenario::DEMO_SP_CLIENT_ID, "clientSecret": secret},
-                "arc": {"machineName": HOST, "resourceGroup": scenario::DEMO_RESOURCE_GROUP, "location": "eastus"},
-                "targetCluster": {"resourceId": cluster_id(), "location": "eastus"}
-            },
-            "kubernetes": {"version": "1.30.4"}
-        });
-        let p = self.dir.path().join("config.json");
-        std::fs::write(&p, cfg.to_string()).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        p
-    }
-
-    /// `preflight -o json` (Azure checks only) with the environment the agent runs with.
-    fn preflight(
-        &self,
-        secret: &str,
-        azcmagent: &Path,
-    ) -> (Run, BTreeMap<String, serde_json::Value>) {
-        let u = self.emu.urls();
-        let r = run(bin()
-            .args([
-                "preflight",
-                "-o",
-                "json",
-                "--skip-phase",
-                "installation",
-                "--skip-phase",
-                "activation",
-                "--root",
-            ])
-            .arg(self.dir.path().join("root"))
-            .arg("--config")
-            .arg(self.config(secret))
-            .env("AKS_FLEX_NODE_AZCMAGENT", azcmagent)
-            .env("FLEXNODE_EMULATOR_URL", &u.control)
-            .env("FLEXNODE_EMULATOR_HOST", HOST)
-            .env(
-                "IDENTITY_ENDPOINT",
-                format!("{}/hosts/{HOST}/metadata/identity/oauth2/token", u.himds),
-            )
-            .env("AKS_FLEX_NODE_AZURE_TIME_SCALE", "0.01")
-            .env(TEST_KEY_DIR_ENV, self.emu.himds_key_dir())
-            .env_remove("AZURE_CLIENT_SECRET"));
-        let v: serde_json::Value =
-            serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.text()));
-        let checks = v["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["name"].as_str().unwrap().to_string(), c.clone()))
-            .collect();
-        assert!(
-            !r.text().contains(scenario::DEMO_SP_SECRET) && !r.text().contains("eyJ"),
-            "{}",
-            r.text()
-        );
-        (r, checks)
-    }
-
-    fn writes(&self) -> Vec<String> {
-        self.emu
-            .request_log()
-            .iter()
-            .filter(|e| {
-                !matches!(e.method.as_str(), "GET" | "HEAD")
-                    && !(e.method == "POST"
-                        && (e.path.contains("/oauth2/")
-                            || e.path.rsplit('/').next().unwrap_or("").starts_with("list")))
-            })
-            .map(|e| format!("{} {}", e.method, e.path))
-            .collect()
-    }
+/// `preflight -o json` (Azure checks only) with the environment the agent runs with.
+fn preflight(
+    w: &World,
+    secret: &str,
+    azcmagent: &Path,
+) -> (Run, BTreeMap<String, serde_json::Value>) {
+    let r = run(w.command(secret, azcmagent).args([
+        "preflight",
+        "-o",
+        "json",
+        "--skip-phase",
+        "installation",
+        "--skip-phase",
+        "activation",
+    ]));
+    let v: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.text()));
+    let checks = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap().to_string(), c.clone()))
+        .collect();
+    assert!(
+        !r.text().contains(scenario::DEMO_SP_SECRET) && !r.text().contains("eyJ"),
+        "{}",
+        r.text()
+    );
+    (r, checks)
 }
 
 fn status(checks: &BTreeMap<String, serde_json::Value>, name: &str) -> String {
@@ -477,19 +329,14 @@ fn status(checks: &BTreeMap<String, serde_json::Value>, name: &str) -> String {
 /// The demo scenario plus Contributor on the resource group (what unbootstrap's machine delete needs).
 fn full_rights() -> Scenario {
     let mut s = Scenario::demo();
-    s.role_assignments.push(SeedRoleAssignment {
-        principal_id: scenario::DEMO_SP_OBJECT_ID.into(),
-        role: "Contributor".into(),
-        scope: rg_scope(),
-        name: None,
-    });
+    s.role_assignments.push(contributor_on_rg());
     s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_checks_pass_for_an_identity_with_every_right() {
-    let w = World::start(full_rights()).await;
-    let (r, c) = w.preflight(scenario::DEMO_SP_SECRET, &azcmagent_bin());
+    let w = world(full_rights()).await;
+    let (r, c) = preflight(&w, scenario::DEMO_SP_SECRET, &azcmagent_bin());
     assert_eq!(r.code, 0, "{}", r.text());
     for name in [
         "ArcAgent",
@@ -510,7 +357,7 @@ async fn azure_checks_pass_for_an_identity_with_every_right() {
     // Host checks are skipped when only the identity phase runs.
     assert_eq!(status(&c, "Swap"), "skipped");
     // Reads only: nothing was written in Azure.
-    assert!(w.writes().is_empty(), "{:?}", w.writes());
+    assert!(w.writes_since(0).is_empty(), "{:?}", w.writes_since(0));
     assert!(w.emu.request_log().iter().any(|e| e
         .path
         .ends_with("/providers/Microsoft.Authorization/permissions")));
@@ -519,8 +366,8 @@ async fn azure_checks_pass_for_an_identity_with_every_right() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_delete_permission_is_named() {
     // The demo identity may onboard and assign roles, but not delete the Arc machine.
-    let w = World::start(Scenario::demo()).await;
-    let (r, c) = w.preflight(scenario::DEMO_SP_SECRET, &azcmagent_bin());
+    let w = world(Scenario::demo()).await;
+    let (r, c) = preflight(&w, scenario::DEMO_SP_SECRET, &azcmagent_bin());
     let u = &c["AzureUnbootstrapPermissions"];
     assert_eq!(u["status"], "warn", "{}", r.text());
     let msg = u["message"].as_str().unwrap();
@@ -552,8 +399,8 @@ async fn a_missing_bootstrap_permission_fails_naming_the_action_and_scope() {
         !(role.contains("18d7d88d-d35e-4fb5-a5c3-7773c20a72d9")
             || role == "user access administrator")
     });
-    let w = World::start(s).await;
-    let (r, c) = w.preflight(scenario::DEMO_SP_SECRET, &azcmagent_bin());
+    let w = world(s).await;
+    let (r, c) = preflight(&w, scenario::DEMO_SP_SECRET, &azcmagent_bin());
     assert_eq!(r.code, 1, "{}", r.text());
     let p = &c["AzurePermissions"];
     assert_eq!(p["status"], "fail");
@@ -581,8 +428,8 @@ async fn a_missing_bootstrap_permission_fails_naming_the_action_and_scope() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_fails_the_login_and_skips_what_needs_a_token() {
-    let w = World::start(full_rights()).await;
-    let (r, c) = w.preflight("not-the-secret", &azcmagent_bin());
+    let w = world(full_rights()).await;
+    let (r, c) = preflight(&w, "not-the-secret", &azcmagent_bin());
     assert_eq!(r.code, 1, "{}", r.text());
     assert_eq!(status(&c, "AzureLogin"), "fail");
     assert!(!r.text().contains("not-the-secret"), "{}", r.text());
@@ -605,8 +452,9 @@ async fn a_wrong_secret_fails_the_login_and_skips_what_needs_a_token() {
 async fn a_cluster_without_azure_rbac_and_a_missing_arc_agent_fail_with_their_fixes() {
     let mut s = full_rights();
     s.clusters[0].azure_rbac = false;
-    let w = World::start(s).await;
-    let (r, c) = w.preflight(
+    let w = world(s).await;
+    let (r, c) = preflight(
+        &w,
         scenario::DEMO_SP_SECRET,
         Path::new("/nonexistent/azcmagent"),
     );
@@ -634,30 +482,21 @@ async fn a_cluster_without_azure_rbac_and_a_missing_arc_agent_fail_with_their_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_endpoints_fail() {
-    let w = World::start(full_rights()).await;
+    let w = world(full_rights()).await;
     // A config pointing at a port nothing listens on.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let cfg = serde_json::json!({
-        "azure": {
-            "subscriptionId": scenario::DEMO_SUBSCRIPTION_ID,
-            "tenantId": scenario::DEMO_TENANT_ID,
-            "resourceManagerEndpoint": format!("http://127.0.0.1:{closed}"),
-            "activeDirectoryEndpoint": format!("http://127.0.0.1:{closed}"),
-            "servicePrincipal": {"clientId": scenario::DEMO_SP_CLIENT_ID, "clientSecret": scenario::DEMO_SP_SECRET},
-            "arc": {"machineName": HOST, "resourceGroup": scenario::DEMO_RESOURCE_GROUP, "location": "eastus"},
-            "targetCluster": {"resourceId": cluster_id(), "location": "eastus"}
-        },
-        "kubernetes": {"version": "1.30.4"}
-    });
-    let p = w.dir.path().join("closed.json");
-    std::fs::write(&p, cfg.to_string()).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let r = run(bin()
-        .args([
+    let mut cfg = w.config_json(scenario::DEMO_SP_SECRET);
+    for endpoint in ["resourceManagerEndpoint", "activeDirectoryEndpoint"] {
+        cfg["azure"][endpoint] = format!("http://127.0.0.1:{closed}").into();
+    }
+    let p = w.write_config("closed.json", &cfg);
+    let r = run(sandbox(
+        &w.root(),
+        &p,
+        &[
             "preflight",
             "-o",
             "json",
@@ -665,13 +504,10 @@ async fn unreachable_endpoints_fail() {
             "installation",
             "--skip-phase",
             "activation",
-            "--root",
-        ])
-        .arg(w.dir.path().join("root"))
-        .arg("--config")
-        .arg(&p)
-        .env("AKS_FLEX_NODE_AZCMAGENT", azcmagent_bin())
-        .env("AKS_FLEX_NODE_AZURE_TIME_SCALE", "0.01"));
+        ],
+    )
+    .env("AKS_FLEX_NODE_AZCMAGENT", azcmagent_bin())
+    .env("AKS_FLEX_NODE_AZURE_TIME_SCALE", "0.01"));
     assert_eq!(r.code, 1, "{}", r.text());
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let e = v["checks"]

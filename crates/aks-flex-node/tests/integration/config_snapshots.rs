@@ -1,17 +1,13 @@
 //! Golden files: the generated JSON Schema and `config show` output for the full fixture.
 //! Snapshots live in tests/fixtures/config/snapshots.
 
-use std::path::Path;
-
 use aks_flex_node::config::{json_schema, load_file, LoadOptions};
 
-fn no_env(_: &str) -> Option<String> {
-    None
-}
+use crate::support::{config_fixture, no_env};
 
 macro_rules! golden {
     ($($t:tt)*) => {
-        insta::with_settings!({ snapshot_path => "fixtures/config/snapshots", prepend_module_to_snapshot => false }, { $($t)* })
+        insta::with_settings!({ snapshot_path => "../fixtures/config/snapshots", prepend_module_to_snapshot => false }, { $($t)* })
     };
 }
 
@@ -23,7 +19,7 @@ fn json_schema_golden() {
 
 #[test]
 fn redacted_full_config_golden() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/full.json");
+    let path = config_fixture("full.json");
     let opts = LoadOptions {
         hostname: "edge-host".into(),
         env: &no_env,
@@ -45,7 +41,7 @@ fn redacted_full_config_golden() {
 
 #[test]
 fn redacted_newer_shape_golden() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/newer-shape.json");
+    let path = config_fixture("newer-shape.json");
     let opts = LoadOptions {
         hostname: "edge-host".into(),
         env: &no_env,

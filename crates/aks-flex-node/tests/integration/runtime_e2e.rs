@@ -2,83 +2,24 @@
 //! component from the loopback artifact server (mirror), a second run writes nothing, and `unbootstrap`
 //! restores the root exactly (including the original agent's leftovers and pre-existing files).
 
-mod runtime_support;
-
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use runtime_support::*;
+use crate::support::runtime::*;
+use crate::support::tree::{diff, snapshot, Stamps, Tree};
+use crate::support::{put, sandbox, BIN};
 
-/// Every entry under `root`: type, mode, content digest or link target; with `mtimes`, also mtimes.
-fn tree(root: &Path, mtimes: bool) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    fn walk(root: &Path, dir: &Path, mtimes: bool, out: &mut BTreeMap<String, String>) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            // The agent's own log (written by the logging layer on every run) is not host state.
-            if rel.starts_with("var/log") {
-                continue;
-            }
-            let md = std::fs::symlink_metadata(&p).unwrap();
-            let mt = if mtimes {
-                format!(" mtime={}.{}", md.mtime(), md.mtime_nsec())
-            } else {
-                String::new()
-            };
-            let desc = if md.file_type().is_symlink() {
-                format!("link -> {}", std::fs::read_link(&p).unwrap().display())
-            } else if md.is_dir() {
-                walk(root, &p, mtimes, out);
-                format!("dir {:o}{mt}", md.mode() & 0o7777)
-            } else {
-                format!(
-                    "file {:o} {}{mt}",
-                    md.mode() & 0o7777,
-                    sha256(&std::fs::read(&p).unwrap())
-                )
-            };
-            out.insert(rel, desc);
-        }
-    }
-    walk(root, root, mtimes, &mut out);
-    out
-}
-
-/// Entries that differ between two trees (readable failure messages).
-fn diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
-    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| format!("{k}: {:?} -> {:?}", a.get(k), b.get(k)))
-        .collect()
+/// Every entry under `root` but the agent's own log (written by the logging layer on every run: not host
+/// state).
+fn tree(root: &Path, stamps: Stamps) -> Tree {
+    snapshot(root, stamps, &["/var/log"])
 }
 
 async fn cli(root: &Path, config: &Path, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_aks-flex-node"))
-        .args(args)
-        .arg("--root")
-        .arg(root)
-        .arg("--config")
-        .arg(config)
-        .env("NO_COLOR", "1")
+    tokio::process::Command::from(sandbox(root, config, args))
         .output()
         .await
         .unwrap()
-}
-
-fn put(root: &Path, p: &str, content: &[u8], mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    let full = root.join(p.trim_start_matches('/'));
-    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-    std::fs::write(&full, content).unwrap();
-    std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +48,7 @@ async fn bootstrap_converges_reruns_write_nothing_and_unbootstrap_restores_the_r
         0o644,
     );
     std::fs::create_dir_all(r.join("var/cache")).unwrap();
-    let before = tree(r, false);
+    let before = tree(r, Stamps::No);
 
     let cfgdir = tempfile::tempdir().unwrap();
     let config = write_config(
@@ -155,7 +96,7 @@ async fn bootstrap_converges_reruns_write_nothing_and_unbootstrap_restores_the_r
     assert_eq!(mode("/var/lib/kubelet/kubeconfig"), 0o600);
     let kc = String::from_utf8(read("/var/lib/kubelet/kubeconfig")).unwrap();
     // The exec credential runs the agent binary that wrote it (symlinks resolved).
-    let agent = std::fs::canonicalize(env!("CARGO_BIN_EXE_aks-flex-node")).unwrap();
+    let agent = std::fs::canonicalize(BIN).unwrap();
     assert!(
         kc.contains(&format!("command: \"{}\"\n", agent.display()))
             && kc.contains("client.authentication.k8s.io/v1\n"),
@@ -182,14 +123,14 @@ async fn bootstrap_converges_reruns_write_nothing_and_unbootstrap_restores_the_r
     let hits_after_first = server.total_hits();
 
     // Second run: converged, nothing written (mtimes included), nothing downloaded.
-    let converged = tree(r, true);
+    let converged = tree(r, Stamps::All);
     let out = cli(r, &config, &["bootstrap", "--skip-phase", "identity"]).await;
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let d = diff(&converged, &tree(r, true));
+    let d = diff(&converged, &tree(r, Stamps::All));
     assert!(
         d.is_empty(),
         "the second bootstrap changed the root: {d:#?}"
@@ -224,7 +165,7 @@ async fn bootstrap_converges_reruns_write_nothing_and_unbootstrap_restores_the_r
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let d = diff(&before, &tree(r, false));
+    let d = diff(&before, &tree(r, Stamps::No));
     assert!(
         d.is_empty(),
         "unbootstrap did not restore the root exactly: {d:#?}"
@@ -342,19 +283,18 @@ impl NotifySocket {
 }
 
 fn agent(root: &Path, config: &Path, notify: &NotifySocket) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_aks-flex-node"))
-        .args(["agent", "--skip-phase", "identity", "--root"])
-        .arg(root)
-        .arg("--config")
-        .arg(config)
-        .env("NO_COLOR", "1")
-        .env("NOTIFY_SOCKET", &notify.path)
-        .env("AKS_FLEX_NODE_STATUS_INTERVAL", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
+    tokio::process::Command::from(sandbox(
+        root,
+        config,
+        &["agent", "--skip-phase", "identity"],
+    ))
+    .env("NOTIFY_SOCKET", &notify.path)
+    .env("AKS_FLEX_NODE_STATUS_INTERVAL", "1")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap()
 }
 
 /// The daemon does not exit when its first bootstrap fails: it tells systemd it is up (READY=1, so
@@ -513,8 +453,8 @@ async fn bootstrap_killed_at_every_action_boundary_still_converges_and_unbootstr
     };
     // Host state only: the journal's own log and the agent's log differ between the two runs by design.
     let host_state = |r: &Path| {
-        let mut t = tree(r, false);
-        t.retain(|k, _| !k.starts_with("var/lib/aks-flex-node"));
+        let mut t = tree(r, Stamps::No);
+        t.retain(|k, _| !k.starts_with("/var/lib/aks-flex-node"));
         t
     };
 
@@ -535,20 +475,19 @@ async fn bootstrap_killed_at_every_action_boundary_still_converges_and_unbootstr
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     setup(r);
-    let before = tree(r, false);
+    let before = tree(r, Stamps::No);
     let crash_file = cfgdir.path().join("crash-points");
     let mut kills = 0;
     loop {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_aks-flex-node"))
-            .args(["bootstrap", "--skip-phase", "identity", "--root"])
-            .arg(r)
-            .arg("--config")
-            .arg(&config)
-            .env("NO_COLOR", "1")
-            .env("AKS_FLEX_NODE_TEST_CRASH_FILE", &crash_file)
-            .output()
-            .await
-            .unwrap();
+        let out = tokio::process::Command::from(sandbox(
+            r,
+            &config,
+            &["bootstrap", "--skip-phase", "identity"],
+        ))
+        .env("AKS_FLEX_NODE_TEST_CRASH_FILE", &crash_file)
+        .output()
+        .await
+        .unwrap();
         if out.status.success() {
             break;
         }
@@ -576,7 +515,7 @@ async fn bootstrap_killed_at_every_action_boundary_still_converges_and_unbootstr
         d.is_empty(),
         "the crashed bootstrap differs from a clean one: {d:#?}"
     );
-    let converged = tree(r, true);
+    let converged = tree(r, Stamps::All);
     let out = cli(r, &config, &["bootstrap", "--skip-phase", "identity"]).await;
     assert!(
         out.status.success(),
@@ -584,7 +523,7 @@ async fn bootstrap_killed_at_every_action_boundary_still_converges_and_unbootstr
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        diff(&converged, &tree(r, true)).is_empty(),
+        diff(&converged, &tree(r, Stamps::All)).is_empty(),
         "a run after convergence wrote files"
     );
 
@@ -595,7 +534,7 @@ async fn bootstrap_killed_at_every_action_boundary_still_converges_and_unbootstr
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let d = diff(&before, &tree(r, false));
+    let d = diff(&before, &tree(r, Stamps::No));
     assert!(
         d.is_empty(),
         "unbootstrap after crashes did not restore the root: {d:#?}"
@@ -608,24 +547,17 @@ async fn bootstrap_killed_at_every_action_boundary_still_converges_and_unbootstr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journal_stops_growing_however_many_repairs_the_daemon_makes() {
     use aks_flex_node::agent::daemon::repairs;
-    use aks_flex_node::steps::{self, journal::LOG_PER_STEP, Context, Phase};
-    use std::sync::Arc;
+    use aks_flex_node::steps::{self, journal::LOG_PER_STEP, Phase};
 
     let server = ArtifactServer::start().await;
     let fx = Fixtures::tiny();
     fx.serve(&server);
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
-    let cfg = Arc::new(load_config(&config_json(
-        &server.base,
-        &fx,
-        serde_json::json!({}),
-    )));
-    let host = Arc::new(aks_flex_node::host::Host::new(r).unwrap());
-    let ctx = Context::new(cfg, host).unwrap();
+    let ctx = context(&config_json(&server.base, &fx, serde_json::json!({})), r);
     let all = steps::all_steps();
-    let host_pass = [Phase::Identity].into_iter().collect();
-    let (_, res) = steps::bootstrap(&ctx, &all, &host_pass).await;
+    let host_pass = [Phase::Identity];
+    let (_, res) = run_steps(&ctx, &all, &host_pass).await;
     res.unwrap();
     let journal_path = r.join("var/lib/aks-flex-node/journal.json");
     let undo_len = || ctx.journal_snapshot().undo.len();
@@ -641,7 +573,7 @@ async fn the_journal_stops_growing_however_many_repairs_the_daemon_makes() {
             format!("# drift {i}\n"),
         )
         .unwrap();
-        let (reports, res) = steps::bootstrap(&ctx, &all, &host_pass).await;
+        let (reports, res) = run_steps(&ctx, &all, &host_pass).await;
         res.unwrap();
         let fixed: Vec<&str> = repairs(&reports).iter().map(|(s, _)| *s).collect();
         assert!(

@@ -3,16 +3,13 @@
 //! downloaded once. A failed download stops bootstrap before any step has changed the root, and a
 //! converged node makes no request at all.
 
-mod runtime_support;
-
-use std::sync::Arc;
 use std::time::Duration;
 
 use aks_flex_node::artifacts::install::CONCURRENCY;
-use aks_flex_node::host::Host;
 use aks_flex_node::model::Phase;
-use aks_flex_node::steps::{self, Context};
-use runtime_support::*;
+use aks_flex_node::steps::{self, StepReport};
+
+use crate::support::runtime::*;
 
 fn artifact_urls() -> Vec<String> {
     let mut v = vec![runc_url(), containerd_url(), cni_url(), npd_url()];
@@ -24,17 +21,17 @@ async fn bootstrap(
     server: &ArtifactServer,
     fx: &Fixtures,
     root: &std::path::Path,
-) -> (Vec<steps::StepReport>, Result<(), String>) {
-    let cfg = Arc::new(load_config(&config_json(
-        &server.base,
-        fx,
-        // kubeadm too, so the Kubernetes step alone has three downloads.
-        serde_json::json!({"kubernetes": {"installKubeadm": true}}),
-    )));
-    let ctx = Context::new(cfg, Arc::new(Host::new(root).unwrap())).unwrap();
-    let skip = [Phase::Identity].into_iter().collect();
-    let (reports, res) = steps::bootstrap(&ctx, &steps::all_steps(), &skip).await;
-    (reports, res.map_err(|e| e.to_string()))
+) -> (Vec<StepReport>, Result<(), String>) {
+    let ctx = context(
+        &config_json(
+            &server.base,
+            fx,
+            // kubeadm too, so the Kubernetes step alone has three downloads.
+            serde_json::json!({"kubernetes": {"installKubeadm": true}}),
+        ),
+        root,
+    );
+    run_steps(&ctx, &steps::all_steps(), &[Phase::Identity]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

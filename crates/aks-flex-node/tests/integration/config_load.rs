@@ -2,7 +2,7 @@
 //! the issue lists, secrets and file modes.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aks_flex_node::config::{
     load_file, load_str, Cloud, CniMode, ConfigError, LoadOptions, Loaded, LogLevel, Problem,
@@ -10,12 +10,10 @@ use aks_flex_node::config::{
 };
 use serde_json::{json, Value};
 
+use crate::support::{config_fixture, no_env};
+
 const SUB: &str = "8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8";
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-
-fn no_env(_: &str) -> Option<String> {
-    None
-}
 
 fn opts() -> LoadOptions<'static> {
     LoadOptions {
@@ -24,14 +22,8 @@ fn opts() -> LoadOptions<'static> {
     }
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/config")
-        .join(name)
-}
-
 fn seed() -> Value {
-    let text = std::fs::read_to_string(fixture("seed-example.json")).expect("fixture");
+    let text = std::fs::read_to_string(config_fixture("seed-example.json")).expect("fixture");
     serde_json::from_str(&text).expect("fixture json")
 }
 
@@ -143,7 +135,7 @@ fn arc_defaults_come_from_cluster_and_hostname() {
 
 #[test]
 fn full_fixture_loads_every_field() {
-    let l = load_file(&fixture("full.json"), &opts()).expect("full.json loads");
+    let l = load_file(&config_fixture("full.json"), &opts()).expect("full.json loads");
     let c = l.config;
     let sp = c.azure.service_principal.expect("sp");
     assert_eq!(
@@ -166,7 +158,7 @@ fn full_fixture_loads_every_field() {
 
 #[test]
 fn newer_shape_maps_onto_the_same_model() {
-    let l = load_file(&fixture("newer-shape.json"), &opts()).expect("newer-shape loads");
+    let l = load_file(&config_fixture("newer-shape.json"), &opts()).expect("newer-shape loads");
     let c = l.config;
     assert_eq!(c.azure.subscription_id, SUB, "derived from the resource ID");
     assert_eq!(c.kubernetes.version, "1.31.2");
@@ -631,7 +623,7 @@ fn bootstrap_token_is_refused_as_unsupported_without_echoing_it() {
     }
     // The newer shape's file with a token loads only without it.
     let mut v: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("newer-shape.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(config_fixture("newer-shape.json")).unwrap())
             .unwrap();
     set(
         &mut v,

@@ -5,9 +5,7 @@ use aks_flex_node::config::{load_str, ConfigError, LoadOptions};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-fn no_env(_: &str) -> Option<String> {
-    None
-}
+use crate::support::no_env;
 
 fn opts() -> LoadOptions<'static> {
     LoadOptions {

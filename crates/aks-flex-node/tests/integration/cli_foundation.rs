@@ -1,45 +1,17 @@
 //! The CLI contract and the engine's promises, through the real binary in a sandbox root:
 //! bootstrap converges, a second run writes nothing, unbootstrap restores the root exactly.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_aks-flex-node"));
-    c.env_remove("AKS_FLEX_NODE_CONFIG")
-        .env_remove("JOURNAL_STREAM")
-        .env("NO_COLOR", "1");
-    c
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/config")
-        .join(name)
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(args: &[&str]) -> Run {
-    let out = bin().args(args).output().expect("run aks-flex-node");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use crate::support::tree::{snapshot, Stamps, Tree};
+use crate::support::{
+    bin, config_fixture, is_root, readme_quick_start, require, require_program, run_args, Run, BIN,
+};
 
 /// `bootstrap --only SystemConfigured` on a sandbox root.
 fn bootstrap_sc(root: &str, cfg: &str) -> Run {
-    run(&[
+    run_args(&[
         "bootstrap",
         "--only",
         "SystemConfigured",
@@ -51,7 +23,7 @@ fn bootstrap_sc(root: &str, cfg: &str) -> Run {
 }
 
 fn run_unbootstrap(root: &str, cfg: &str) -> Run {
-    run(&["unbootstrap", "--root", root, "--config", cfg])
+    run_args(&["unbootstrap", "--root", root, "--config", cfg])
 }
 
 /// An `agent --only SystemConfigured` daemon on a sandbox root, with its stderr lines on a channel.
@@ -67,7 +39,7 @@ impl Agent {
         cmd.args(["agent", "--only", "SystemConfigured", "--root"])
             .arg(root)
             .arg("--config")
-            .arg(fixture("seed-example.json"))
+            .arg(config_fixture("seed-example.json"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         if let Some(secs) = heal_interval {
@@ -119,74 +91,10 @@ impl Drop for Agent {
     }
 }
 
-/// Everything about a tree that a write could change: type, mode, owner, content, link target,
-/// and for files also inode and mtime (so a rewrite with identical bytes is still detected).
-#[derive(Debug, PartialEq, Eq, Clone)]
-struct Node {
-    kind: &'static str,
-    mode: u32,
-    uid: u32,
-    content: String,
-    stamp: (u64, i64, i64),
-}
-
-fn snapshot(root: &Path, with_stamps: bool) -> BTreeMap<String, Node> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Node>, stamps: bool) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().display().to_string();
-            // The agent's own log is kept on purpose (operators need it after unbootstrap).
-            // The agent's log, and the daemon's status file (rewritten after every pass by design).
-            if rel == "var/log/aks-flex-node"
-                || rel.starts_with("var/log/aks-flex-node/")
-                || rel == "run"
-                || rel == "run/aks-flex-node"
-                || rel == "run/aks-flex-node/status.json"
-            {
-                continue;
-            }
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let stamp = if stamps && m.is_file() {
-                (m.ino(), m.mtime(), m.mtime_nsec())
-            } else {
-                (0, 0, 0)
-            };
-            let (kind, content) = if m.file_type().is_symlink() {
-                (
-                    "link",
-                    std::fs::read_link(&p).unwrap().display().to_string(),
-                )
-            } else if m.is_dir() {
-                ("dir", String::new())
-            } else {
-                (
-                    "file",
-                    hex::encode(Sha256::digest(std::fs::read(&p).unwrap())),
-                )
-            };
-            out.insert(
-                rel,
-                Node {
-                    kind,
-                    mode: m.mode() & 0o7777,
-                    uid: m.uid(),
-                    content,
-                    stamp,
-                },
-            );
-            if m.is_dir() {
-                walk(root, &p, out, stamps);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out, with_stamps);
-    out
+/// What a run could change under the root, without the agent's own log (kept on purpose: operators need
+/// it after unbootstrap) and /run (the daemon's status file, rewritten after every pass by design).
+fn host_state(root: &Path, stamps: Stamps) -> Tree {
+    snapshot(root, stamps, &["/var/log/aks-flex-node", "/run"])
 }
 
 /// A root that looks like a small Ubuntu machine with swap on.
@@ -216,7 +124,7 @@ fn machine() -> tempfile::TempDir {
 
 #[test]
 fn version_prints_the_originals_four_lines_without_a_config() {
-    let r = run(&["version", "--config", "/nonexistent.json"]);
+    let r = run_args(&["version", "--config", "/nonexistent.json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.len(), 4);
@@ -224,14 +132,14 @@ fn version_prints_the_originals_four_lines_without_a_config() {
     assert!(lines[1].starts_with("Version: "));
     assert!(lines[2].starts_with("Git Commit: "));
     assert!(lines[3].starts_with("Build Time: "));
-    let j = run(&["version", "-o", "json"]);
+    let j = run_args(&["version", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&j.stdout).unwrap();
     assert!(v["version"].is_string() && v["gitCommit"].is_string());
 }
 
 #[test]
 fn missing_config_is_a_usage_error_naming_the_file() {
-    let r = run(&["plan", "--config", "/nonexistent/config.json"]);
+    let r = run_args(&["plan", "--config", "/nonexistent/config.json"]);
     assert_eq!(r.code, 2);
     assert!(
         r.stderr.contains("/nonexistent/config.json"),
@@ -242,17 +150,20 @@ fn missing_config_is_a_usage_error_naming_the_file() {
 
 #[test]
 fn bad_usage_exits_2() {
-    assert_eq!(run(&["bootstrap", "--skip-phase", "everything"]).code, 2);
-    assert_eq!(run(&["no-such-command"]).code, 2);
+    assert_eq!(
+        run_args(&["bootstrap", "--skip-phase", "everything"]).code,
+        2
+    );
+    assert_eq!(run_args(&["no-such-command"]).code, 2);
 }
 
 #[test]
 fn schema_and_completions_need_no_config() {
-    let r = run(&["config", "schema", "--config", "/nonexistent.json"]);
+    let r = run_args(&["config", "schema", "--config", "/nonexistent.json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert!(v["properties"]["azure"].is_object(), "{v}");
-    let c = run(&["completions", "bash"]);
+    let c = run_args(&["completions", "bash"]);
     assert_eq!(c.code, 0);
     assert!(c.stdout.contains("aks-flex-node"));
 }
@@ -261,9 +172,9 @@ fn schema_and_completions_need_no_config() {
 fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
     let m = machine();
     let root = m.path().to_str().unwrap();
-    let cfg = fixture("seed-example.json");
+    let cfg = config_fixture("seed-example.json");
     let cfg = cfg.to_str().unwrap();
-    let before = snapshot(m.path(), false);
+    let before = host_state(m.path(), Stamps::No);
 
     let first = bootstrap_sc(root, cfg);
     assert_eq!(
@@ -282,15 +193,15 @@ fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
     assert!(m.path().join("var/lib/aks-flex-node/journal.json").exists());
 
     // Second run: an empty plan and not a single write (inode and mtime of every file unchanged).
-    let converged = snapshot(m.path(), true);
+    let converged = host_state(m.path(), Stamps::Files);
     let second = bootstrap_sc(root, cfg);
     assert_eq!(second.code, 0, "{}", second.stderr);
     assert_eq!(
         converged,
-        snapshot(m.path(), true),
+        host_state(m.path(), Stamps::Files),
         "second bootstrap wrote something"
     );
-    let plan = run(&[
+    let plan = run_args(&[
         "plan",
         "-o",
         "json",
@@ -311,7 +222,7 @@ fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
         "stdout:\n{}\nstderr:\n{}",
         undo.stdout, undo.stderr
     );
-    let after = snapshot(m.path(), false);
+    let after = host_state(m.path(), Stamps::No);
     assert_eq!(before, after, "unbootstrap did not restore the root");
 }
 
@@ -319,8 +230,8 @@ fn bootstrap_is_idempotent_and_unbootstrap_restores_the_root_exactly() {
 fn unbootstrap_of_a_machine_never_bootstrapped_says_so_and_exits_0() {
     let m = machine();
     let root = m.path().to_str().unwrap();
-    let cfg = fixture("seed-example.json");
-    let before = snapshot(m.path(), true);
+    let cfg = config_fixture("seed-example.json");
+    let before = host_state(m.path(), Stamps::Files);
     let undo = run_unbootstrap(root, cfg.to_str().unwrap());
     assert_eq!(undo.code, 0, "{}", undo.stderr);
     let journal = m
@@ -338,7 +249,7 @@ fn unbootstrap_of_a_machine_never_bootstrapped_says_so_and_exits_0() {
     );
     assert_eq!(
         before,
-        snapshot(m.path(), true),
+        host_state(m.path(), Stamps::Files),
         "unbootstrap changed the root"
     );
 }
@@ -347,9 +258,9 @@ fn unbootstrap_of_a_machine_never_bootstrapped_says_so_and_exits_0() {
 fn plan_json_has_the_documented_shape_and_changes_nothing() {
     let m = machine();
     let root = m.path().to_str().unwrap();
-    let cfg = fixture("seed-example.json");
-    let before = snapshot(m.path(), true);
-    let r = run(&[
+    let cfg = config_fixture("seed-example.json");
+    let before = host_state(m.path(), Stamps::Files);
+    let r = run_args(&[
         "plan",
         "-o",
         "json",
@@ -361,7 +272,11 @@ fn plan_json_has_the_documented_shape_and_changes_nothing() {
         cfg.to_str().unwrap(),
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(before, snapshot(m.path(), true), "plan wrote to the root");
+    assert_eq!(
+        before,
+        host_state(m.path(), Stamps::Files),
+        "plan wrote to the root"
+    );
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["apiVersion"], "aks-flex-node/v2");
     assert_eq!(v["kind"], "Plan");
@@ -387,7 +302,7 @@ fn plan_json_has_the_documented_shape_and_changes_nothing() {
         .contains("+net.ipv4.ip_forward = 1"));
     assert!(actions.iter().any(|a| a["type"] == "swapOff"));
     // A skipped phase is listed as skipped, with no actions.
-    let r = run(&[
+    let r = run_args(&[
         "plan",
         "-o",
         "json",
@@ -407,8 +322,8 @@ fn plan_json_has_the_documented_shape_and_changes_nothing() {
 
 #[test]
 fn only_rejects_unknown_steps() {
-    let cfg = fixture("seed-example.json");
-    let r = run(&[
+    let cfg = config_fixture("seed-example.json");
+    let r = run_args(&[
         "plan",
         "--only",
         "NoSuchStep",
@@ -423,9 +338,9 @@ fn only_rejects_unknown_steps() {
 fn interrupted_bootstrap_resumes_and_still_undoes_exactly() {
     let m = machine();
     let root = m.path().to_str().unwrap();
-    let cfg = fixture("seed-example.json");
+    let cfg = config_fixture("seed-example.json");
     let cfg = cfg.to_str().unwrap();
-    let before = snapshot(m.path(), false);
+    let before = host_state(m.path(), Stamps::No);
     // Simulate a crash after the first write: run once, then damage the result as a half-finished
     // run would leave it (sysctl file missing), and re-run.
     assert_eq!(bootstrap_sc(root, cfg).code, 0);
@@ -435,14 +350,14 @@ fn interrupted_bootstrap_resumes_and_still_undoes_exactly() {
     assert!(again.stdout.contains("applied"), "{}", again.stdout);
     assert!(m.path().join("etc/sysctl.d/999-sysctl-aks.conf").exists());
     assert_eq!(run_unbootstrap(root, cfg).code, 0);
-    assert_eq!(before, snapshot(m.path(), false));
+    assert_eq!(before, host_state(m.path(), Stamps::No));
 }
 
 #[test]
 fn a_users_changed_file_is_restored_from_backup_on_unbootstrap() {
     let m = machine();
     let root = m.path().to_str().unwrap();
-    let cfg = fixture("seed-example.json");
+    let cfg = config_fixture("seed-example.json");
     let cfg = cfg.to_str().unwrap();
     // The user already had a file at our path; we overwrite it and must give it back.
     std::fs::write(
@@ -450,11 +365,11 @@ fn a_users_changed_file_is_restored_from_backup_on_unbootstrap() {
         "# the user's own\nnet.ipv4.ip_forward = 0\n",
     )
     .unwrap();
-    let before = snapshot(m.path(), false);
+    let before = host_state(m.path(), Stamps::No);
     assert_eq!(bootstrap_sc(root, cfg).code, 0);
-    assert_ne!(before, snapshot(m.path(), false));
+    assert_ne!(before, host_state(m.path(), Stamps::No));
     assert_eq!(run_unbootstrap(root, cfg).code, 0);
-    assert_eq!(before, snapshot(m.path(), false));
+    assert_eq!(before, host_state(m.path(), Stamps::No));
 }
 
 #[test]
@@ -468,28 +383,21 @@ fn agent_stops_cleanly_on_sigterm_with_exit_0() {
 }
 
 #[test]
+#[ignore = "needs root to drop to an unprivileged user (run by make e2e as root)"]
 fn changing_the_real_machine_requires_root() {
     // Run as `nobody` against the real root: must refuse up front (exit 2), before touching anything.
-    if !cfg!(target_os = "linux") || !rustix::process::geteuid().is_root() {
-        eprintln!("SKIP changing_the_real_machine_requires_root: needs root to drop to an unprivileged user");
-        return;
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!(
-            "SKIP changing_the_real_machine_requires_root: setpriv (util-linux) is not installed"
-        );
-        return;
-    }
+    require(is_root(), "root, to drop to an unprivileged user");
+    require_program(&["setpriv", "--version"], "util-linux");
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
-    std::fs::copy(fixture("seed-example.json"), &cfg).unwrap();
+    std::fs::copy(config_fixture("seed-example.json"), &cfg).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
     for cmd in ["bootstrap", "unbootstrap", "agent"] {
         let out = Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(env!("CARGO_BIN_EXE_aks-flex-node"))
+            .arg(BIN)
             .args([cmd, "--config"])
             .arg(&cfg)
             .env("NO_COLOR", "1")
@@ -507,12 +415,12 @@ fn the_daemon_repairs_drift_and_leaves_a_healthy_node_alone() {
     let agent = Agent::start(m.path(), Some("1"));
     agent.wait_for("running as daemon", 20);
     let sysctl = m.path().join("etc/sysctl.d/999-sysctl-aks.conf");
-    let healthy = snapshot(m.path(), true);
+    let healthy = host_state(m.path(), Stamps::Files);
     // Two heal passes on a healthy node: nothing is rewritten.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     assert_eq!(
         healthy,
-        snapshot(m.path(), true),
+        host_state(m.path(), Stamps::Files),
         "the daemon rewrote a healthy node"
     );
     // Drift: someone deletes our sysctl file. The next pass puts it back.
@@ -529,7 +437,7 @@ fn the_daemon_repairs_drift_and_leaves_a_healthy_node_alone() {
 #[test]
 fn a_bad_heal_interval_is_a_usage_error() {
     let m = machine();
-    let cfg = fixture("seed-example.json");
+    let cfg = config_fixture("seed-example.json");
     let out = bin()
         .args(["agent", "--only", "SystemConfigured", "--root"])
         .arg(m.path())
@@ -544,19 +452,11 @@ fn a_bad_heal_interval_is_a_usage_error() {
 
 #[test]
 fn the_readme_quick_start_config_is_valid() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-            .expect("README.md at the repository root");
-    let start = readme
-        .find("config.json >/dev/null <<'EOF'\n")
-        .expect("the quick-start heredoc in README.md");
-    let body = &readme[start..];
-    let body = &body[body.find('\n').unwrap() + 1..];
-    let json = &body[..body.find("\nEOF\n").expect("end of the heredoc")];
+    let json = readme_quick_start();
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.json");
     std::fs::write(&cfg, json).unwrap();
-    let r = run(&["config", "validate", "--config", cfg.to_str().unwrap()]);
+    let r = run_args(&["config", "validate", "--config", cfg.to_str().unwrap()]);
     assert_eq!(
         r.code, 0,
         "README quick-start config rejected:\n{}",
@@ -574,9 +474,9 @@ fn unbootstrap_while_the_daemon_runs_never_corrupts_the_journal() {
     use std::time::{Duration, Instant};
     let m = machine();
     let root = m.path().to_str().unwrap();
-    let cfg = fixture("seed-example.json");
+    let cfg = config_fixture("seed-example.json");
     let cfg = cfg.to_str().unwrap();
-    let before = snapshot(m.path(), false);
+    let before = host_state(m.path(), Stamps::No);
     let agent = Agent::start(m.path(), Some("1"));
     agent.wait_for("running as daemon", 20);
     let journal = m.path().join("var/lib/aks-flex-node/journal.json");
@@ -607,5 +507,5 @@ fn unbootstrap_while_the_daemon_runs_never_corrupts_the_journal() {
     assert_eq!(agent.stop(), Some(0));
     // Every undo record still points at a real backup: the final unbootstrap restores the root exactly.
     unbootstrap();
-    assert_eq!(before, snapshot(m.path(), false));
+    assert_eq!(before, host_state(m.path(), Stamps::No));
 }
