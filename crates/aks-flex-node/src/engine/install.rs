@@ -298,7 +298,8 @@ fn set_exec(path: &Path) -> StepResult<()> {
 }
 
 /// Install staged files (`dest host path`, `staged real path`, `mode`) and write the component's record.
-/// Every destination is journaled before it is replaced and marked changed for the services reading it.
+/// Every destination is prepared like a file write ([`super::prepare_entry`]: parents created and
+/// recorded, the original recorded) and marked changed before it is replaced.
 async fn install(
     ctx: &Context,
     step: &str,
@@ -309,16 +310,13 @@ async fn install(
     let host = &ctx.host;
     let mut installed = Vec::new();
     for (dest, src, mode) in files {
-        if let Some(parent) = dest.parent() {
-            ctx.ensure_dir(step, parent, 0o755)?;
-        }
         let bytes = tokio::fs::read(src)
             .await
             .map_err(|e| StepError::failed(format!("reading staged {}: {e}", src.display())))?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
-        ctx.record_original(step, dest)?;
-        host.fs.write_atomic(dest, &bytes, *mode, None)?;
+        super::prepare_entry(ctx, step, dest)?;
         ctx.mark_changed(dest)?;
+        host.fs.write_atomic(dest, &bytes, *mode, None)?;
         let md = std::fs::symlink_metadata(host.fs.resolve(dest)?)
             .map_err(|e| StepError::failed(format!("{}: {e}", dest.display())))?;
         installed.push(InstallFile {
@@ -484,6 +482,7 @@ mod tests {
     use super::*;
     use crate::engine::Action;
     use crate::host::Host;
+    use std::sync::Arc;
 
     fn spec(digest: DigestSource) -> ArtifactSpec {
         ArtifactSpec {
@@ -605,6 +604,48 @@ mod tests {
         blocked.blocked = Some("no digest known".into());
         let e = apply(&ctx, "Runc_Installer", &blocked).await.unwrap_err();
         assert!(e.to_string().ends_with("no digest known"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_installed_file_is_never_left_unmarked_when_a_journal_save_fails() {
+        use crate::host::{Faults, Op};
+        let bundle = tempfile::tempdir().unwrap();
+        let content = b"#!/bin/sh\necho runc 1.1.12\n";
+        runc_bundle(bundle.path(), "1.1.12", content);
+        let cfg = crate::engine::test_config(serde_json::json!({
+            "runc": {"version": "1.1.12"},
+            "bootstrap": {"offlineArtifacts": {"source": bundle.path().display().to_string()}},
+        }));
+        let planned = InstallArtifact::new(
+            crate::artifacts::runc_spec(&cfg, crate::artifacts::host_arch()),
+            Unpack::File,
+            vec![InstallTarget::new("runc", "/usr/bin/runc", 0o755)],
+        );
+        // Fail the 1st, 2nd, ... journal save of the install until one run gets through: whatever save
+        // failed, a runc that was written is marked changed (its services will restart for it).
+        for n in 1.. {
+            let root = tempfile::tempdir().unwrap();
+            let faults = Faults::new();
+            faults.fail_nth_on(Op::Write, super::super::journal::JOURNAL_PATH, n);
+            let host = Arc::new(Host::new(root.path()).unwrap().with_faults(faults));
+            let ctx = Context::new(cfg.clone(), host.clone()).unwrap();
+            let res = apply(&ctx, "Runc_Installer", &planned).await;
+            let written = std::fs::read(root.path().join("usr/bin/runc")).ok();
+            if written.as_deref() == Some(&content[..]) {
+                let journal = crate::engine::Journal::load(&host).unwrap();
+                assert!(
+                    journal.changed.contains(Path::new("/usr/bin/runc")),
+                    "journal save #{n} failed ({res:?}) and /usr/bin/runc was written but not marked changed"
+                );
+            }
+            if res.is_ok() {
+                assert!(
+                    n > 3,
+                    "only {n} journal saves: the loop did not exercise the install"
+                );
+                break;
+            }
+        }
     }
 
     #[test]
