@@ -27,7 +27,11 @@ const JOURNAL_LINES: u32 = 30;
 /// Apply [`Action::SwapOff`] for `step`: journal first (if swapoff half-works and we crash, undo still
 /// turns swap back on), then `swapoff -a`.
 pub async fn swap_off(ctx: &Context, step: &str) -> StepResult<()> {
-    ctx.record_undo(step, SWAPON, serde_json::json!({ "argv": [SWAPON, "-a"] }))?;
+    ctx.record_undo(
+        step,
+        SWAPON,
+        serde_json::json!({ "argv": ["swapon", "-a"] }),
+    )?;
     ctx.host
         .run_checked(&CommandSpec::new("swapoff").arg("-a").mutates_host())
         .await?;
@@ -210,11 +214,38 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::{parse_unit_status, Host, UnitStatus};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
     /// ServicesEnabled's settle period.
     const SETTLE: Duration = Duration::from_secs(10);
-    use crate::host::{parse_unit_status, UnitStatus};
-    use std::collections::HashMap;
-    use std::sync::Mutex;
+
+    #[test]
+    fn the_runtime_dirs_recorded_are_the_ones_missing_now() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("var/lib/containerd")).unwrap();
+        let host = Arc::new(Host::new(dir.path()).unwrap());
+        let ctx = Context::new(super::super::test_config(serde_json::json!({})), host).unwrap();
+        let dirs: Vec<PathBuf> = ["/var/lib/kubelet", "/var/lib/containerd"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        record_runtime_dirs(&ctx, "ServicesEnabled", &dirs).unwrap();
+        let j = ctx.journal_snapshot();
+        let absent: Vec<PathBuf> = j
+            .undo_for("ServicesEnabled")
+            .into_iter()
+            .find_map(|e| match e.op {
+                UndoOp::Custom { kind, data } if kind == RUNTIME_STATE => {
+                    serde_json::from_value(data["absent"].clone()).ok()
+                }
+                _ => None,
+            })
+            .expect("no runtime-state record");
+        assert!(!absent.contains(&PathBuf::from("/var/lib/containerd")));
+        assert!(absent.contains(&PathBuf::from("/var/lib/kubelet")));
+    }
 
     /// A scripted `systemctl show`: each unit walks through its statuses, one per look, then stays on
     /// the last one.

@@ -46,17 +46,6 @@ pub const BRIDGE: &str = "cni0";
 pub const CHAIN_PREFIXES: [&str; 2] = ["KUBE-", "CNI-"];
 const NETNS_DIR: &str = "/run/netns";
 
-/// Which of `dirs` (the [`RUNTIME_DIRS`]) do not exist now (recorded before the services first start).
-pub fn absent_dirs(host: &Host, dirs: &[PathBuf]) -> Result<Vec<PathBuf>, crate::host::FsError> {
-    let mut v = Vec::new();
-    for d in dirs {
-        if host.fs.entry(d)?.is_none() {
-            v.push(d.clone());
-        }
-    }
-    Ok(v)
-}
-
 /// Run the whole drain; returns what could not be done (empty: all done).
 pub async fn drain(host: &Host) -> Vec<String> {
     let mut failures = Vec::new();
@@ -544,16 +533,5 @@ num  target     prot opt source               destination
             left.iter().any(|l| l.contains("pod processes")),
             "the sandbox only records: {left:?}"
         );
-    }
-
-    #[test]
-    fn absent_runtime_dirs_are_the_ones_missing_now() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("var/lib/containerd")).unwrap();
-        let host = Host::new(dir.path()).unwrap();
-        let all: Vec<PathBuf> = RUNTIME_DIRS.iter().map(PathBuf::from).collect();
-        let absent = absent_dirs(&host, &all).unwrap();
-        assert!(!absent.contains(&PathBuf::from("/var/lib/containerd")));
-        assert!(absent.contains(&PathBuf::from("/var/lib/kubelet")));
     }
 }
