@@ -53,25 +53,18 @@ fn install_of(ctx: &Context) -> StepResult<InstallArtifact> {
     })
 }
 
-fn wanted(ctx: &Context) -> Vec<(PathBuf, u32)> {
-    artifacts::kube_binaries(&ctx.config)
-        .iter()
-        .map(|b| (Path::new(BIN_DIR).join(b), 0o755))
-        .collect()
-}
-
 /// Binaries this agent installed earlier (they are in its install record) that the configuration no
-/// longer wants and that are still there: today only kubeadm after `kubernetes.installKubeadm` went off.
-fn unwanted(ctx: &Context) -> StepResult<Vec<PathBuf>> {
+/// longer wants (not among `install`'s files) and that are still there: today only kubeadm after
+/// `kubernetes.installKubeadm` went off.
+fn unwanted(ctx: &Context, install: &InstallArtifact) -> StepResult<Vec<PathBuf>> {
     let Some(rec) =
         artifacts::install::load_record(&ctx.host, "kubernetes").map_err(StepError::other)?
     else {
         return Ok(Vec::new());
     };
-    let wanted = wanted(ctx);
     let mut out = Vec::new();
     for f in rec.files {
-        if !wanted.iter().any(|(p, _)| *p == f.path) && ctx.host.fs.exists(&f.path)? {
+        if !install.files.iter().any(|t| t.path == f.path) && ctx.host.fs.exists(&f.path)? {
             out.push(f.path);
         }
     }
@@ -90,7 +83,7 @@ impl Step for KubeBinariesInstaller {
 
     async fn plan(&self, ctx: &Context) -> StepResult<Vec<Action>> {
         let install = install_of(ctx)?;
-        let removals: Vec<Action> = unwanted(ctx)?
+        let removals: Vec<Action> = unwanted(ctx, &install)?
             .into_iter()
             .map(|path| Action::RemoveFile { path })
             .collect();
